@@ -1,0 +1,10 @@
+//! `moments`: micro-moment campaigns for online shops, written as `.moment` files.
+//!
+//! The pipeline, one module per stage (see `ARCHITECTURE.md`):
+//! [`parse`] (text → [`ast`]) → [`check`] (names, types, rules → [`model`]) → …
+//! Every stage reports problems as [`diagnostic::Diagnostic`]s and goes on.
+
+pub mod ast;
+pub mod cron_expr;
+pub mod diagnostic;
+pub mod parse;
