@@ -7,4 +7,9 @@
 pub mod ast;
 pub mod cron_expr;
 pub mod diagnostic;
+pub mod check;
+pub mod model;
+pub mod output;
 pub mod parse;
+pub mod project;
+pub mod types;
