@@ -201,7 +201,7 @@ pub struct EventDecl {
     /// Concerns no customer in particular (`Back In Stock`).
     pub catalog: bool,
     pub fields: Vec<FieldDecl>,
-    /// Whether the declaration had a `{ … }` block (kept for formatting only).
+    /// Whether the declaration was written with a `{ … }` block, empty or not.
     pub has_block: bool,
     pub span: Span,
 }
@@ -461,7 +461,10 @@ pub enum ExprKind {
     Unary(UnaryOp, Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     /// `lower(x)`, `default(x, y)`.
-    Call { function: Ident, args: Vec<Expr> },
+    Call {
+        function: Ident,
+        args: Vec<Expr>,
+    },
     /// `count(E …)`, `sum(E.field …)`, `last(E).field`, `rate(E … within D after send)`.
     Aggregate(Box<Aggregate>),
 }

@@ -97,8 +97,23 @@ pub fn check(sources: &Sources, schema: Option<FileId>, moments: &[FileId]) -> C
         }
     }
     let mut diagnostics = checker.diagnostics;
+    // INVARIANT: every finding points inside its file, on character boundaries. Parsing may
+    // have mended a copy of the text (a `}` added at the end), so clamp to the real text.
+    let clamp = |file: FileId, span: Span| {
+        let text = &sources.get(file).text;
+        let start = parse::floor_char_boundary(text, span.start);
+        Span::new(start, parse::floor_char_boundary(text, span.end).max(start))
+    };
+    for d in &mut diagnostics {
+        d.span = clamp(d.file, d.span);
+        for r in &mut d.related {
+            r.span = clamp(r.file, r.span);
+        }
+    }
     crate::diagnostic::sort(&mut diagnostics);
-    diagnostics.dedup_by(|a, b| a.file == b.file && a.span.start == b.span.start && a.message == b.message);
+    diagnostics.dedup_by(|a, b| {
+        a.file == b.file && a.span.start == b.span.start && a.message == b.message
+    });
     let has_errors = diagnostics.iter().any(|d| d.is_error());
     moments_out.sort_by(|a, b| a.id.cmp(&b.id));
     let model = (!has_errors && schema.is_some()).then(|| Model {
@@ -197,10 +212,15 @@ impl<'s> Checker<'s> {
                 Item::Customer(block) => {
                     if let Some(first) = customer_seen {
                         self.report(
-                            Diagnostic::new(Code::DuplicateItem, file, block.span, "a second `customer` block")
-                                .with_label("second block")
-                                .with_related(file, first, "first `customer` block")
-                                .with_help("declare all traits in one `customer { … }` block"),
+                            Diagnostic::new(
+                                Code::DuplicateItem,
+                                file,
+                                block.span,
+                                "a second `customer` block",
+                            )
+                            .with_label("second block")
+                            .with_related(file, first, "first `customer` block")
+                            .with_help("declare all traits in one `customer { … }` block"),
                         );
                     }
                     customer_seen = Some(block.span);
@@ -208,13 +228,23 @@ impl<'s> Checker<'s> {
                         let ty = self.field_type(file, decl);
                         if let Some((f, span)) = self.trait_spans.get(&decl.name.name) {
                             self.report(
-                                Diagnostic::new(Code::DuplicateName, file, decl.name.span, format!("trait `{}` is declared twice", decl.name.name))
-                                    .with_label("declared again")
-                                    .with_related(*f, *span, "first declared here"),
+                                Diagnostic::new(
+                                    Code::DuplicateName,
+                                    file,
+                                    decl.name.span,
+                                    format!("trait `{}` is declared twice", decl.name.name),
+                                )
+                                .with_label("declared again")
+                                .with_related(
+                                    *f,
+                                    *span,
+                                    "first declared here",
+                                ),
                             );
                             continue;
                         }
-                        self.trait_spans.insert(decl.name.name.clone(), (file, decl.name.span));
+                        self.trait_spans
+                            .insert(decl.name.name.clone(), (file, decl.name.span));
                         Arc::make_mut(&mut self.schema).traits.insert(
                             decl.name.name.clone(),
                             model::Field {
@@ -229,17 +259,31 @@ impl<'s> Checker<'s> {
                 Item::Defaults(block) => {
                     if let Some(first) = defaults_seen {
                         self.report(
-                            Diagnostic::new(Code::DuplicateItem, file, block.span, "a second `defaults` block")
-                                .with_label("second block")
-                                .with_related(file, first, "first `defaults` block"),
+                            Diagnostic::new(
+                                Code::DuplicateItem,
+                                file,
+                                block.span,
+                                "a second `defaults` block",
+                            )
+                            .with_label("second block")
+                            .with_related(
+                                file,
+                                first,
+                                "first `defaults` block",
+                            ),
                         );
                     }
                     defaults_seen = Some(block.span);
                 }
                 Item::Moment(m) => self.report(
-                    Diagnostic::new(Code::MisplacedItem, file, m.id.span, format!("moment `{}` is inside `schema.moment`", m.id.name))
-                        .with_label("a moment")
-                        .with_help(format!("move it to its own file, `{}.moment`", m.id.name)),
+                    Diagnostic::new(
+                        Code::MisplacedItem,
+                        file,
+                        m.id.span,
+                        format!("moment `{}` is inside `schema.moment`", m.id.name),
+                    )
+                    .with_label("a moment")
+                    .with_help(format!("move it to its own file, `{}.moment`", m.id.name)),
                 ),
             }
         }
@@ -265,7 +309,12 @@ impl<'s> Checker<'s> {
                         Code::TypeMismatch,
                         file,
                         default.span,
-                        format!("default of `{}` is {}, but the field holds {}", decl.name.name, default_ty.describe(), ty.clone().required().describe()),
+                        format!(
+                            "default of `{}` is {}, but the field holds {}",
+                            decl.name.name,
+                            default_ty.describe(),
+                            ty.clone().required().describe()
+                        ),
                     )
                     .with_label(format!("expected {}", ty.clone().required().describe())),
                 );
@@ -281,21 +330,32 @@ impl<'s> Checker<'s> {
                 None => {
                     let mut names: Vec<&str> = TYPE_NAMES.to_vec();
                     names.push("list");
-                    let help = did_you_mean(&name.name, names.iter().copied()).unwrap_or_else(|| {
-                        format!("types are {}, `list<T>` and `{{ field: T }}`", one_of(TYPE_NAMES))
-                    });
+                    let help =
+                        did_you_mean(&name.name, names.iter().copied()).unwrap_or_else(|| {
+                            format!(
+                                "types are {}, `list<T>` and `{{ field: T }}`",
+                                one_of(TYPE_NAMES)
+                            )
+                        });
                     let hint = match name.name.as_str() {
                         "string" | "str" => Some("did you mean `text`?".to_string()),
-                        "float" | "decimal" | "double" | "money" => Some("did you mean `number`?".to_string()),
+                        "float" | "decimal" | "double" | "money" => {
+                            Some("did you mean `number`?".to_string())
+                        }
                         "integer" => Some("did you mean `int`?".to_string()),
                         "boolean" => Some("did you mean `bool`?".to_string()),
                         "timestamp" => Some("did you mean `datetime`?".to_string()),
                         _ => None,
                     };
                     self.report(
-                        Diagnostic::new(Code::UnknownType, file, name.span, format!("unknown type `{}`", name.name))
-                            .with_label("not a type")
-                            .with_help(hint.unwrap_or(help)),
+                        Diagnostic::new(
+                            Code::UnknownType,
+                            file,
+                            name.span,
+                            format!("unknown type `{}`", name.name),
+                        )
+                        .with_label("not a type")
+                        .with_help(hint.unwrap_or(help)),
                     );
                     Ty::unknown()
                 }
@@ -307,8 +367,13 @@ impl<'s> Checker<'s> {
                     let field_ty = self.field_type(file, field);
                     if map.insert(field.name.name.clone(), field_ty).is_some() {
                         self.report(
-                            Diagnostic::new(Code::DuplicateName, file, field.name.span, format!("field `{}` is declared twice", field.name.name))
-                                .with_label("declared again"),
+                            Diagnostic::new(
+                                Code::DuplicateName,
+                                file,
+                                field.name.span,
+                                format!("field `{}` is declared twice", field.name.name),
+                            )
+                            .with_label("declared again"),
                         );
                     }
                 }
@@ -326,9 +391,14 @@ impl<'s> Checker<'s> {
         let name = &decl.name.name;
         if let Some((f, span)) = self.event_spans.get(name) {
             self.report(
-                Diagnostic::new(Code::DuplicateName, file, decl.name.span, format!("event `{name}` is declared twice"))
-                    .with_label("declared again")
-                    .with_related(*f, *span, "first declared here"),
+                Diagnostic::new(
+                    Code::DuplicateName,
+                    file,
+                    decl.name.span,
+                    format!("event `{name}` is declared twice"),
+                )
+                .with_label("declared again")
+                .with_related(*f, *span, "first declared here"),
             );
             return;
         }
@@ -339,7 +409,10 @@ impl<'s> Checker<'s> {
                     Code::DuplicateName,
                     file,
                     decl.source.span,
-                    format!("events `{}` and `{name}` both read records named \"{}\"", other.name, decl.source.value),
+                    format!(
+                        "events `{}` and `{name}` both read records named \"{}\"",
+                        other.name, decl.source.value
+                    ),
                 )
                 .with_label("same source name")
                 .with_related(f, span, "the other event"),
@@ -347,8 +420,14 @@ impl<'s> Checker<'s> {
         }
         if decl.source.value.trim().is_empty() {
             self.report(
-                Diagnostic::new(Code::InvalidValue, file, decl.source.span, format!("event `{name}` has an empty source name"))
-                    .with_help("write the name the data carries, like \"Order Completed\""),
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    file,
+                    decl.source.span,
+                    format!("event `{name}` has an empty source name"),
+                )
+                .with_label("empty")
+                .with_help("write the name the data carries, like \"Order Completed\""),
             );
         }
         let mut fields = BTreeMap::new();
@@ -356,8 +435,16 @@ impl<'s> Checker<'s> {
             let ty = self.field_type(file, field);
             if fields.contains_key(&field.name.name) {
                 self.report(
-                    Diagnostic::new(Code::DuplicateName, file, field.name.span, format!("property `{}` of `{name}` is declared twice", field.name.name))
-                        .with_label("declared again"),
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        file,
+                        field.name.span,
+                        format!(
+                            "property `{}` of `{name}` is declared twice",
+                            field.name.name
+                        ),
+                    )
+                    .with_label("declared again"),
                 );
                 continue;
             }
@@ -370,7 +457,8 @@ impl<'s> Checker<'s> {
                 },
             );
         }
-        self.event_spans.insert(name.clone(), (file, decl.name.span));
+        self.event_spans
+            .insert(name.clone(), (file, decl.name.span));
         Arc::make_mut(&mut self.schema).events.insert(
             name.clone(),
             model::Event {
@@ -392,9 +480,14 @@ impl<'s> Checker<'s> {
             };
             if let Some(first) = seen.get(&key) {
                 self.report(
-                    Diagnostic::new(Code::DuplicateItem, file, item.span(), format!("`{key}` is set twice"))
-                        .with_label("set again")
-                        .with_related(file, *first, "first set here"),
+                    Diagnostic::new(
+                        Code::DuplicateItem,
+                        file,
+                        item.span(),
+                        format!("`{key}` is set twice"),
+                    )
+                    .with_label("set again")
+                    .with_related(file, *first, "first set here"),
                 );
                 continue;
             }
@@ -407,21 +500,32 @@ impl<'s> Checker<'s> {
                 DefaultItem::Cap { count, per, span } => {
                     if *count == 0 {
                         self.report(
-                            Diagnostic::new(Code::InvalidValue, file, *span, "a cap of 0 stops every send")
-                                .with_help("allow at least 1 send, or remove the cap"),
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                file,
+                                *span,
+                                "a cap of 0 stops every send",
+                            )
+                            .with_label("zero")
+                            .with_help("allow at least 1 send, or remove the cap"),
                         );
                     }
                     self.positive_duration(file, per, "the cap's window");
                     Arc::make_mut(&mut self.schema).defaults.cap = Some((*count, *per));
                 }
-                DefaultItem::Consent { channel, requires, .. } => {
+                DefaultItem::Consent {
+                    channel, requires, ..
+                } => {
                     let lets = [];
                     let scope = Scope::new(file, EventContext::None("consent"), &lets);
                     let ty = self.expr(&scope, requires);
                     self.condition_type(&scope, requires, &ty, "a consent rule");
                     match Channel::from_name(&channel.name) {
                         Some(c) => {
-                            Arc::make_mut(&mut self.schema).defaults.consent.insert(c, requires.clone());
+                            Arc::make_mut(&mut self.schema)
+                                .defaults
+                                .consent
+                                .insert(c, requires.clone());
                         }
                         None => self.unknown_channel(file, channel),
                     }
@@ -434,12 +538,22 @@ impl<'s> Checker<'s> {
         match chrono_tz::Tz::from_str(&zone.value) {
             Ok(tz) => Some(tz),
             Err(_) => {
-                let help = did_you_mean(&zone.value, chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()))
-                    .unwrap_or_else(|| "use an IANA name like \"Europe/Paris\" or \"America/New_York\"".into());
+                let help = did_you_mean(
+                    &zone.value,
+                    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()),
+                )
+                .unwrap_or_else(|| {
+                    "use an IANA name like \"Europe/Paris\" or \"America/New_York\"".into()
+                });
                 self.report(
-                    Diagnostic::new(Code::InvalidTimezone, file, zone.span, format!("unknown time zone `{}`", zone.value))
-                        .with_label("not an IANA time zone")
-                        .with_help(help),
+                    Diagnostic::new(
+                        Code::InvalidTimezone,
+                        file,
+                        zone.span,
+                        format!("unknown time zone `{}`", zone.value),
+                    )
+                    .with_label("not an IANA time zone")
+                    .with_help(help),
                 );
                 None
             }
@@ -449,27 +563,47 @@ impl<'s> Checker<'s> {
     fn positive_duration(&mut self, file: FileId, duration: &Duration, what: &str) {
         if duration.amount == 0 {
             self.report(
-                Diagnostic::new(Code::InvalidValue, file, duration.span, format!("{what} is `{duration}`, which is no time at all"))
-                    .with_label("zero")
-                    .with_help("write a duration longer than zero, like `1h`"),
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    file,
+                    duration.span,
+                    format!("{what} is `{duration}`, which is no time at all"),
+                )
+                .with_label("zero")
+                .with_help("write a duration longer than zero, like `1h`"),
             );
         }
     }
 
     fn unknown_channel(&mut self, file: FileId, channel: &Ident) {
         let help = did_you_mean(&channel.name, Channel::ALL.iter().map(|c| c.name()))
-            .unwrap_or_else(|| format!("channels are {}", one_of(Channel::ALL.iter().map(|c| c.name()))));
+            .unwrap_or_else(|| {
+                format!(
+                    "channels are {}",
+                    one_of(Channel::ALL.iter().map(|c| c.name()))
+                )
+            });
         self.report(
-            Diagnostic::new(Code::UnknownChannel, file, channel.span, format!("unknown channel `{}`", channel.name))
-                .with_label("not a channel")
-                .with_help(help),
+            Diagnostic::new(
+                Code::UnknownChannel,
+                file,
+                channel.span,
+                format!("unknown channel `{}`", channel.name),
+            )
+            .with_label("not a channel")
+            .with_help(help),
         );
     }
 
     // -----------------------------------------------------------------------------------
     // Moments
 
-    fn moment_file(&mut self, file: FileId, parsed: &Parsed, seen_ids: &mut HashMap<String, (FileId, Span)>) -> Option<model::Moment> {
+    fn moment_file(
+        &mut self,
+        file: FileId,
+        parsed: &Parsed,
+        seen_ids: &mut HashMap<String, (FileId, Span)>,
+    ) -> Option<model::Moment> {
         let mut moments = Vec::new();
         for item in &parsed.file.items {
             match item {
@@ -491,18 +625,31 @@ impl<'s> Checker<'s> {
         if moments.is_empty() {
             if !parsed.incomplete {
                 self.report(
-                    Diagnostic::new(Code::MissingTrigger, file, Span::new(0, 0), "no `moment` in this file")
-                        .with_help("a campaign file holds one `moment ID \"Title\" { … }` block"),
+                    Diagnostic::new(
+                        Code::MissingMoment,
+                        file,
+                        Span::new(0, 0),
+                        "no `moment` in this file",
+                    )
+                    .with_help("a campaign file holds one `moment ID \"Title\" { … }` block"),
                 );
             }
             return None;
         }
         for extra in &moments[1..] {
             self.report(
-                Diagnostic::new(Code::DuplicateItem, file, extra.id.span, format!("a second moment, `{}`, in one file", extra.id.name))
-                    .with_label("second moment")
-                    .with_related(file, moments[0].id.span, "first moment")
-                    .with_help(format!("move it to its own file, `{}.moment`", extra.id.name)),
+                Diagnostic::new(
+                    Code::DuplicateItem,
+                    file,
+                    extra.id.span,
+                    format!("a second moment, `{}`, in one file", extra.id.name),
+                )
+                .with_label("second moment")
+                .with_related(file, moments[0].id.span, "first moment")
+                .with_help(format!(
+                    "move it to its own file, `{}.moment`",
+                    extra.id.name
+                )),
             );
         }
         let moment = moments[0];
@@ -516,19 +663,32 @@ impl<'s> Checker<'s> {
             .unwrap_or_default();
         if stem != moment.id.name {
             self.report(
-                Diagnostic::new(Code::IdMismatch, file, moment.id.span, format!("moment `{}` is in file `{stem}.moment`", moment.id.name))
-                    .with_label("differs from the file name")
-                    .with_help(format!("rename the file to `{}.moment`, or the moment to `{stem}`", moment.id.name)),
+                Diagnostic::new(
+                    Code::IdMismatch,
+                    file,
+                    moment.id.span,
+                    format!("moment `{}` is in file `{stem}.moment`", moment.id.name),
+                )
+                .with_label("differs from the file name")
+                .with_help(format!(
+                    "rename the file to `{}.moment`, or the moment to `{stem}`",
+                    moment.id.name
+                )),
             );
         }
         for m in &moments {
             if let Some((f, span)) = seen_ids.get(&m.id.name) {
                 let other = self.sources.get(*f).name();
                 self.report(
-                    Diagnostic::new(Code::DuplicateId, file, m.id.span, format!("moment id `{}` is used twice", m.id.name))
-                        .with_label("used again")
-                        .with_related(*f, *span, format!("also the id of the moment in `{other}`"))
-                        .with_help("ids key sends, state and reports: give each moment its own"),
+                    Diagnostic::new(
+                        Code::DuplicateId,
+                        file,
+                        m.id.span,
+                        format!("moment id `{}` is used twice", m.id.name),
+                    )
+                    .with_label("used again")
+                    .with_related(*f, *span, format!("also the id of the moment in `{other}`"))
+                    .with_help("ids key sends, state and reports: give each moment its own"),
                 );
             } else {
                 seen_ids.insert(m.id.name.clone(), (file, m.id.span));
@@ -540,7 +700,12 @@ impl<'s> Checker<'s> {
         self.moment(file, moment, parsed.incomplete)
     }
 
-    fn moment(&mut self, file: FileId, moment: &ast::Moment, incomplete: bool) -> Option<model::Moment> {
+    fn moment(
+        &mut self,
+        file: FileId,
+        moment: &ast::Moment,
+        incomplete: bool,
+    ) -> Option<model::Moment> {
         let mut triggers = Vec::new();
         let mut messages = Vec::new();
         let mut kpis = Vec::new();
@@ -573,10 +738,15 @@ impl<'s> Checker<'s> {
             if let Some(name) = single {
                 if let Some(first) = rule_seen.get(name) {
                     self.report(
-                        Diagnostic::new(Code::DuplicateItem, file, item.span(), format!("`{name}` is set twice"))
-                            .with_label("set again")
-                            .with_related(file, *first, "first set here")
-                            .with_help("keep one"),
+                        Diagnostic::new(
+                            Code::DuplicateItem,
+                            file,
+                            item.span(),
+                            format!("`{name}` is set twice"),
+                        )
+                        .with_label("set again")
+                        .with_related(file, *first, "first set here")
+                        .with_help("keep one"),
                     );
                     continue;
                 }
@@ -586,22 +756,37 @@ impl<'s> Checker<'s> {
                 MomentItem::Limit { count, per, span } => {
                     if *count == 0 {
                         self.report(
-                            Diagnostic::new(Code::InvalidValue, file, *span, "`limit 0` never sends")
-                                .with_label("zero")
-                                .with_help("allow at least 1 send, or remove the moment"),
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                file,
+                                *span,
+                                "`limit 0` never sends",
+                            )
+                            .with_label("zero")
+                            .with_help("allow at least 1 send, or remove the moment"),
                         );
                     }
                     if let Some(per) = per {
                         self.positive_duration(file, per, "the limit's window");
                     }
-                    limit = Some(model::Limit { count: *count, per: *per });
+                    limit = Some(model::Limit {
+                        count: *count,
+                        per: *per,
+                    });
                 }
                 MomentItem::QuietHours { from, to, span } => {
                     if from == to {
                         self.report(
-                            Diagnostic::new(Code::InvalidValue, file, *span, format!("quiet hours from {from} to {to} are empty"))
-                                .with_label("same start and end")
-                                .with_help("write when quiet hours end, like `quiet hours 21:00 to 08:00`"),
+                            Diagnostic::new(
+                                Code::InvalidValue,
+                                file,
+                                *span,
+                                format!("quiet hours from {from} to {to} are empty"),
+                            )
+                            .with_label("same start and end")
+                            .with_help(
+                                "write when quiet hours end, like `quiet hours 21:00 to 08:00`",
+                            ),
                         );
                     }
                     quiet = Some((*from, *to));
@@ -617,13 +802,23 @@ impl<'s> Checker<'s> {
                     holdout = *percent;
                 }
                 MomentItem::Active { from, until, span } => {
-                    if let Some(until) = until {
+                    // A date that did not parse has been reported already.
+                    let parsed = |d: &ast::Date| d.value != chrono::NaiveDate::MIN;
+                    if let Some(until) = until.filter(|u| parsed(u) && parsed(from)) {
                         if until.value < from.value {
                             self.report(
-                                Diagnostic::new(Code::InvalidValue, file, until.span, format!("`active` ends on {} before it starts on {}", until.value, from.value))
-                                    .with_label("before the start")
-                                    .with_related(file, from.span, "starts here")
-                                    .with_help("swap the dates"),
+                                Diagnostic::new(
+                                    Code::InvalidValue,
+                                    file,
+                                    until.span,
+                                    format!(
+                                        "`active` ends on {} before it starts on {}",
+                                        until.value, from.value
+                                    ),
+                                )
+                                .with_label("before the start")
+                                .with_related(file, from.span, "starts here")
+                                .with_help("swap the dates"),
                             );
                         }
                     }
@@ -635,14 +830,34 @@ impl<'s> Checker<'s> {
             }
         }
         let what_is_missing = |code: Code, what: &str, example: &str| {
-            Diagnostic::new(code, file, moment.id.span, format!("moment `{}` has no {what}", moment.id.name))
-                .with_label(format!("needs a {what}"))
-                .with_help(format!("every moment has exactly one {what}: {example}"))
+            Diagnostic::new(
+                code,
+                file,
+                moment.id.span,
+                format!("moment `{}` has no {what}", moment.id.name),
+            )
+            .with_label(format!("needs a {what}"))
+            .with_help(format!("every moment has exactly one {what}: {example}"))
         };
         for (list_len, code, what, example) in [
-            (triggers.len(), Code::MissingTrigger, "trigger", "`trigger { on order_completed }`"),
-            (messages.len(), Code::MissingMessage, "message", "`message email { subject \"…\" body \"…\" }`"),
-            (kpis.len(), Code::MissingKpi, "KPI", "`kpi \"Repeat rate\" = rate(order_completed within 7d after send)`"),
+            (
+                triggers.len(),
+                Code::MissingTrigger,
+                "trigger",
+                "`trigger { on order_completed }`",
+            ),
+            (
+                messages.len(),
+                Code::MissingMessage,
+                "message",
+                "`message email { subject \"…\" body \"…\" }`",
+            ),
+            (
+                kpis.len(),
+                Code::MissingKpi,
+                "KPI",
+                "`kpi \"Repeat rate\" = rate(order_completed within 7d after send)`",
+            ),
         ] {
             if list_len == 0 && !incomplete {
                 self.report(what_is_missing(code, what, example));
@@ -656,16 +871,25 @@ impl<'s> Checker<'s> {
         for (list, what) in spans {
             for extra in list.iter().skip(1) {
                 self.report(
-                    Diagnostic::new(Code::DuplicateItem, file, Span::new(extra.start, extra.start + keyword_len(what)), format!("a second {what} in moment `{}`", moment.id.name))
-                        .with_label(format!("second {what}"))
-                        .with_related(file, list[0], format!("first {what}"))
-                        .with_help(format!("a moment has exactly one {what}; make another moment for the other one")),
+                    Diagnostic::new(
+                        Code::DuplicateItem,
+                        file,
+                        Span::new(extra.start, extra.start + keyword_len(what)),
+                        format!("a second {what} in moment `{}`", moment.id.name),
+                    )
+                    .with_label(format!("second {what}"))
+                    .with_related(file, list[0], format!("first {what}"))
+                    .with_help(format!(
+                        "a moment has exactly one {what}; make another moment for the other one"
+                    )),
                 );
             }
         }
 
         let mut lets: Vec<LetInfo> = Vec::new();
-        let trigger = triggers.first().and_then(|t| self.trigger(file, t, &mut lets));
+        let trigger = triggers
+            .first()
+            .and_then(|t| self.trigger(file, t, &mut lets));
         let schema = Arc::clone(&self.schema);
         let event_context = match trigger.as_ref().map(|t| &t.source) {
             Some(model::TriggerSource::Event { event, .. }) => match schema.events.get(event) {
@@ -677,14 +901,21 @@ impl<'s> Checker<'s> {
             None => EventContext::None("unknown"),
         };
         let scope = Scope::new(file, event_context, &lets);
-        let message = messages.first().and_then(|m| self.message(&scope, moment, m));
+        let message = messages
+            .first()
+            .and_then(|m| self.message(&scope, moment, m));
         let kpi = kpis.first().and_then(|k| self.kpi(&scope, k));
         for info in &lets {
             if !info.used.get() {
                 self.report(
-                    Diagnostic::new(Code::UnusedLet, file, info.span, format!("`{}` is never used", info.name))
-                        .with_label("unused")
-                        .with_help("use it in a condition or the message, or remove it"),
+                    Diagnostic::new(
+                        Code::UnusedLet,
+                        file,
+                        info.span,
+                        format!("`{}` is never used", info.name),
+                    )
+                    .with_label("unused")
+                    .with_help("use it in a condition or the message, or remove it"),
                 );
             }
         }
@@ -703,7 +934,12 @@ impl<'s> Checker<'s> {
         })
     }
 
-    fn trigger(&mut self, file: FileId, trigger: &ast::Trigger, lets: &mut Vec<LetInfo>) -> Option<model::Trigger> {
+    fn trigger(
+        &mut self,
+        file: FileId,
+        trigger: &ast::Trigger,
+        lets: &mut Vec<LetInfo>,
+    ) -> Option<model::Trigger> {
         // The source first: it decides what `event` means in every clause.
         let sources: Vec<&TriggerSource> = trigger
             .clauses
@@ -723,19 +959,26 @@ impl<'s> Checker<'s> {
         };
         for extra in &sources[1..] {
             self.report(
-                Diagnostic::new(Code::DuplicateItem, file, extra.span(), "a trigger fires on one thing only")
-                    .with_label("second `on`/`every`")
-                    .with_related(file, source.span(), "first one")
-                    .with_help("make another moment for the other trigger"),
+                Diagnostic::new(
+                    Code::DuplicateItem,
+                    file,
+                    extra.span(),
+                    "a trigger fires on one thing only",
+                )
+                .with_label("second `on`/`every`")
+                .with_related(file, source.span(), "first one")
+                .with_help("make another moment for the other trigger"),
             );
         }
         let source_model = self.trigger_source(file, source);
         let schema = Arc::clone(&self.schema);
         let (event_context, on_event) = match &source_model {
-            Some(model::TriggerSource::Event { event, catalog }) => match schema.events.get(event) {
-                Some(e) => (EventContext::Event(e), !catalog),
-                None => (EventContext::None("unknown"), false),
-            },
+            Some(model::TriggerSource::Event { event, catalog }) => {
+                match schema.events.get(event) {
+                    Some(e) => (EventContext::Event(e), !catalog),
+                    None => (EventContext::None("unknown"), false),
+                }
+            }
             Some(model::TriggerSource::Every { .. }) => (EventContext::None("schedule"), false),
             Some(_) => (EventContext::None("date"), false),
             None => (EventContext::None("unknown"), false),
@@ -757,17 +1000,36 @@ impl<'s> Checker<'s> {
                         self.expr(&scope, value)
                     };
                     let reserved = ["customer", "event", "now", "send", "moment"];
-                    if reserved.contains(&name.name.as_str()) || schema.events.contains_key(&name.name) {
+                    if reserved.contains(&name.name.as_str())
+                        || schema.events.contains_key(&name.name)
+                    {
                         self.report(
-                            Diagnostic::new(Code::DuplicateName, file, name.span, format!("`{}` is already a name: a `let` cannot take it", name.name))
-                                .with_label("taken")
-                                .with_help("choose another name"),
+                            Diagnostic::new(
+                                Code::DuplicateName,
+                                file,
+                                name.span,
+                                format!(
+                                    "`{}` is already a name: a `let` cannot take it",
+                                    name.name
+                                ),
+                            )
+                            .with_label("taken")
+                            .with_help("choose another name"),
                         );
                     } else if let Some(first) = lets.iter().find(|l| l.name == name.name) {
                         self.report(
-                            Diagnostic::new(Code::DuplicateName, file, name.span, format!("`{}` is defined twice", name.name))
-                                .with_label("defined again")
-                                .with_related(file, first.span, "first defined here"),
+                            Diagnostic::new(
+                                Code::DuplicateName,
+                                file,
+                                name.span,
+                                format!("`{}` is defined twice", name.name),
+                            )
+                            .with_label("defined again")
+                            .with_related(
+                                file,
+                                first.span,
+                                "first defined here",
+                            ),
                         );
                     } else {
                         let_values.push(model::Let {
@@ -793,7 +1055,12 @@ impl<'s> Checker<'s> {
                     guarded.extend(guards(condition));
                     conditions.push(condition.clone());
                 }
-                TriggerClause::Unless { event, condition, within, .. } => {
+                TriggerClause::Unless {
+                    event,
+                    condition,
+                    within,
+                    ..
+                } => {
                     let unless_event = schema.events.get(&event.name);
                     match unless_event {
                         None => self.unknown_event(file, event, &schema),
@@ -809,7 +1076,12 @@ impl<'s> Checker<'s> {
                         scope.aggregated = unless_event;
                         scope.guarded = guarded.clone();
                         let ty = self.expr(&scope, condition);
-                        self.condition_type(&scope, condition, &ty, "an `unless … where` condition");
+                        self.condition_type(
+                            &scope,
+                            condition,
+                            &ty,
+                            "an `unless … where` condition",
+                        );
                     }
                     if let Some(within) = within {
                         self.positive_duration(file, within, "the `unless` window");
@@ -823,9 +1095,18 @@ impl<'s> Checker<'s> {
                 TriggerClause::Wait { delay, span } => {
                     if let Some(first) = wait_span {
                         self.report(
-                            Diagnostic::new(Code::DuplicateItem, file, *span, "`wait` is set twice")
-                                .with_label("set again")
-                                .with_related(file, first, "first set here"),
+                            Diagnostic::new(
+                                Code::DuplicateItem,
+                                file,
+                                *span,
+                                "`wait` is set twice",
+                            )
+                            .with_label("set again")
+                            .with_related(
+                                file,
+                                first,
+                                "first set here",
+                            ),
                         );
                     }
                     wait_span = Some(*span);
@@ -843,7 +1124,11 @@ impl<'s> Checker<'s> {
         })
     }
 
-    fn trigger_source(&mut self, file: FileId, source: &TriggerSource) -> Option<model::TriggerSource> {
+    fn trigger_source(
+        &mut self,
+        file: FileId,
+        source: &TriggerSource,
+    ) -> Option<model::TriggerSource> {
         match source {
             TriggerSource::Event { event, .. } => match self.schema.events.get(&event.name) {
                 Some(e) => Some(model::TriggerSource::Event {
@@ -858,9 +1143,18 @@ impl<'s> Checker<'s> {
             },
             TriggerSource::Anniversary { date, at, .. } => {
                 let name = self.date_trait(file, date, "an anniversary")?;
-                Some(model::TriggerSource::Anniversary { date_trait: name, at: *at })
+                Some(model::TriggerSource::Anniversary {
+                    date_trait: name,
+                    at: *at,
+                })
             }
-            TriggerSource::Offset { offset, direction, date, at, .. } => {
+            TriggerSource::Offset {
+                offset,
+                direction,
+                date,
+                at,
+                ..
+            } => {
                 let name = self.date_trait(file, date, "this trigger")?;
                 Some(model::TriggerSource::Offset {
                     offset: *offset,
@@ -875,11 +1169,17 @@ impl<'s> Checker<'s> {
                     Err(error) => {
                         let text = self.text(file);
                         let start = parse::value_offset_to_source(text, cron, error.range.start);
-                        let end = parse::value_offset_to_source(text, cron, error.range.end).max(start + 1);
+                        let end = parse::value_offset_to_source(text, cron, error.range.end)
+                            .max(start + 1);
                         self.report(
-                            Diagnostic::new(Code::InvalidCron, file, Span::new(start, end.min(cron.span.end)), format!("invalid cron expression: {}", error.message))
-                                .with_label("here")
-                                .with_help_opt(error.help),
+                            Diagnostic::new(
+                                Code::InvalidCron,
+                                file,
+                                Span::new(start, end.min(cron.span.end)),
+                                format!("invalid cron expression: {}", error.message),
+                            )
+                            .with_label("here")
+                            .with_help_opt(error.help),
                         );
                         None
                     }
@@ -888,7 +1188,10 @@ impl<'s> Checker<'s> {
                     Some(z) => Some(self.timezone(file, z)?),
                     None => None,
                 };
-                Some(model::TriggerSource::Every { cron: parsed?, zone })
+                Some(model::TriggerSource::Every {
+                    cron: parsed?,
+                    zone,
+                })
             }
         }
     }
@@ -897,20 +1200,32 @@ impl<'s> Checker<'s> {
     fn date_trait(&mut self, file: FileId, path: &Path, what: &str) -> Option<String> {
         let lets = [];
         let scope = Scope::new(file, EventContext::None("date"), &lets);
-        if path.segments.first().map(|s| s.name.as_str()) != Some("customer") || path.segments.len() != 2 {
+        if path.segments.first().map(|s| s.name.as_str()) != Some("customer")
+            || path.segments.len() != 2
+        {
             self.report(
-                Diagnostic::new(Code::TypeMismatch, file, path.span, format!("{what} needs a date trait of the customer, not `{path}`"))
-                    .with_label("expected `customer.SOME_DATE`")
-                    .with_help("name a `date` or `datetime` trait, like `customer.birthday`"),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    file,
+                    path.span,
+                    format!("{what} needs a date trait of the customer, not `{path}`"),
+                )
+                .with_label("expected `customer.SOME_DATE`")
+                .with_help("name a `date` or `datetime` trait, like `customer.birthday`"),
             );
             return None;
         }
         let ty = self.path(&scope, path);
         if !ty.is_moment_in_time() {
             self.report(
-                Diagnostic::new(Code::TypeMismatch, file, path.span, format!("`{path}` is {}, but {what} needs a date", ty.describe()))
-                    .with_label("not a date")
-                    .with_help("name a trait declared as `date` or `datetime`"),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    file,
+                    path.span,
+                    format!("`{path}` is {}, but {what} needs a date", ty.describe()),
+                )
+                .with_label("not a date")
+                .with_help("name a trait declared as `date` or `datetime`"),
             );
             return None;
         }
@@ -921,17 +1236,26 @@ impl<'s> Checker<'s> {
     }
 
     fn unknown_event(&mut self, file: FileId, event: &Ident, schema: &model::Schema) {
-        let help = did_you_mean(&event.name, schema.events.keys().map(String::as_str)).unwrap_or_else(|| {
-            if schema.events.is_empty() {
-                "declare it in `schema.moment`: `event name \"Source Name\" { … }`".to_string()
-            } else {
-                format!("the schema declares {}", one_of(schema.events.keys().map(String::as_str)))
-            }
-        });
+        let help = did_you_mean(&event.name, schema.events.keys().map(String::as_str))
+            .unwrap_or_else(|| {
+                if schema.events.is_empty() {
+                    "declare it in `schema.moment`: `event name \"Source Name\" { … }`".to_string()
+                } else {
+                    format!(
+                        "the schema declares {}",
+                        one_of(schema.events.keys().map(String::as_str))
+                    )
+                }
+            });
         self.report(
-            Diagnostic::new(Code::UnknownEvent, file, event.span, format!("unknown event `{}`", event.name))
-                .with_label("not in the schema")
-                .with_help(help),
+            Diagnostic::new(
+                Code::UnknownEvent,
+                file,
+                event.span,
+                format!("unknown event `{}`", event.name),
+            )
+            .with_label("not in the schema")
+            .with_help(help),
         );
     }
 
@@ -939,9 +1263,17 @@ impl<'s> Checker<'s> {
     fn condition_type(&mut self, scope: &Scope, expr: &Expr, ty: &Ty, what: &str) {
         if !ty.is_bool() {
             self.report(
-                Diagnostic::new(Code::TypeMismatch, scope.file, expr.span, format!("{what} must be true or false, but this is {}", ty.describe()))
-                    .with_label(format!("{}", ty.clone().required().describe()))
-                    .with_help("compare it with something, like `>= 20` or `== \"gold\"`"),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    scope.file,
+                    expr.span,
+                    format!(
+                        "{what} must be true or false, but this is {}",
+                        ty.describe()
+                    ),
+                )
+                .with_label(ty.clone().required().describe())
+                .with_help("compare it with something, like `>= 20` or `== \"gold\"`"),
             );
         } else {
             self.require_present(scope, expr, ty);
@@ -951,7 +1283,12 @@ impl<'s> Checker<'s> {
     // -----------------------------------------------------------------------------------
     // Message
 
-    fn message(&mut self, scope: &Scope, moment: &ast::Moment, message: &ast::Message) -> Option<model::Message> {
+    fn message(
+        &mut self,
+        scope: &Scope,
+        moment: &ast::Moment,
+        message: &ast::Message,
+    ) -> Option<model::Message> {
         let file = scope.file;
         let channel = Channel::from_name(&message.channel.name);
         if channel.is_none() {
@@ -964,9 +1301,14 @@ impl<'s> Checker<'s> {
         for field in &message.fields {
             if let Some(first) = seen.get(field.name.name.as_str()) {
                 self.report(
-                    Diagnostic::new(Code::DuplicateName, file, field.name.span, format!("field `{}` is set twice", field.name.name))
-                        .with_label("set again")
-                        .with_related(file, *first, "first set here"),
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        file,
+                        field.name.span,
+                        format!("field `{}` is set twice", field.name.name),
+                    )
+                    .with_label("set again")
+                    .with_related(file, *first, "first set here"),
                 );
                 continue;
             }
@@ -974,11 +1316,26 @@ impl<'s> Checker<'s> {
             if let Some(channel) = channel {
                 if !channel.fields().contains(&field.name.name.as_str()) {
                     let help = did_you_mean(&field.name.name, channel.fields().iter().copied())
-                        .unwrap_or_else(|| format!("{} messages have {}", channel.name(), one_of(channel.fields().iter().copied())));
+                        .unwrap_or_else(|| {
+                            format!(
+                                "{} messages have {}",
+                                channel.name(),
+                                one_of(channel.fields().iter().copied())
+                            )
+                        });
                     self.report(
-                        Diagnostic::new(Code::UnknownField, file, field.name.span, format!("`{}` is not a field of {} messages", field.name.name, channel.name()))
-                            .with_label("unknown field")
-                            .with_help(help),
+                        Diagnostic::new(
+                            Code::UnknownField,
+                            file,
+                            field.name.span,
+                            format!(
+                                "`{}` is not a field of {} messages",
+                                field.name.name,
+                                channel.name()
+                            ),
+                        )
+                        .with_label("unknown field")
+                        .with_help(help),
                     );
                     continue;
                 }
@@ -990,17 +1347,35 @@ impl<'s> Checker<'s> {
             for required in channel.required_fields() {
                 if !seen.contains_key(required) {
                     self.report(
-                        Diagnostic::new(Code::MissingField, file, Span::new(message.span.start, message.channel.span.end), format!("{} message has no `{required}`", channel.name()))
-                            .with_label(format!("needs `{required}`"))
-                            .with_help(format!("add `{required} \"…\"`; {} messages need {}", channel.name(), one_of(channel.required_fields().iter().copied()))),
+                        Diagnostic::new(
+                            Code::MissingField,
+                            file,
+                            Span::new(message.span.start, message.channel.span.end),
+                            format!("{} message has no `{required}`", channel.name()),
+                        )
+                        .with_label(format!("needs `{required}`"))
+                        .with_help(format!(
+                            "add `{required} \"…\"`; {} messages need {}",
+                            channel.name(),
+                            crate::diagnostic::all_of(channel.required_fields().iter().copied())
+                        )),
                     );
                 }
             }
         }
-        Some(model::Message { channel: channel?, fields })
+        Some(model::Message {
+            channel: channel?,
+            fields,
+        })
     }
 
-    fn template(&mut self, scope: &Scope, moment: &ast::Moment, channel: Option<Channel>, field: &MessageField) {
+    fn template(
+        &mut self,
+        scope: &Scope,
+        moment: &ast::Moment,
+        channel: Option<Channel>,
+        field: &MessageField,
+    ) {
         let file = scope.file;
         let text = self.text(file);
         let literal = &field.template;
@@ -1013,13 +1388,20 @@ impl<'s> Checker<'s> {
         // Curly quotes inside `{{ … }}` or `{% … %}` break the template.
         let mut smart = false;
         for block in template_blocks(value) {
-            if let Some(offset) = value[block.clone()].find(['\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}']) {
+            if let Some(offset) =
+                value[block.clone()].find(['\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}'])
+            {
                 let at = block.start + offset;
                 let c = value[at..].chars().next().map_or(1, char::len_utf8);
                 self.report(
-                    Diagnostic::new(Code::TemplateSmartQuote, file, source_span(at, at + c), "curly quote inside a template expression")
-                        .with_label("curly quote")
-                        .with_help("use straight quotes inside `{{ … }}`: `default('friend')`"),
+                    Diagnostic::new(
+                        Code::TemplateSmartQuote,
+                        file,
+                        source_span(at, at + c),
+                        "curly quote inside a template expression",
+                    )
+                    .with_label("curly quote")
+                    .with_help("use straight quotes inside `{{ … }}`: `default('friend')`"),
                 );
                 smart = true;
             }
@@ -1033,7 +1415,11 @@ impl<'s> Checker<'s> {
             Err(error) => {
                 let range = error.range().unwrap_or_else(|| {
                     let line = error.line().unwrap_or(1).saturating_sub(1);
-                    let start = value.split_inclusive('\n').take(line).map(str::len).sum::<usize>();
+                    let start = value
+                        .split_inclusive('\n')
+                        .take(line)
+                        .map(str::len)
+                        .sum::<usize>();
                     start..start
                 });
                 let detail = error.detail().unwrap_or("not understood").to_string();
@@ -1069,7 +1455,12 @@ impl<'s> Checker<'s> {
             if ty.optional && !variables_guarded(value, variable) {
                 for block in template_blocks(value) {
                     let inside = &value[block.clone()];
-                    if inside.starts_with("{{") && contains_path(inside, variable) && !inside.contains("default") && !inside.contains("| d(") && !inside.contains("|d(") {
+                    if inside.starts_with("{{")
+                        && contains_path(inside, variable)
+                        && !inside.contains("default")
+                        && !inside.contains("| d(")
+                        && !inside.contains("|d(")
+                    {
                         self.report(
                             Diagnostic::new(Code::TemplateOptional, file, source_span(block.start, block.end), format!("`{variable}` may be missing, and the message would show nothing in its place"))
                                 .with_label("no default")
@@ -1084,7 +1475,10 @@ impl<'s> Checker<'s> {
                 let literal_text = strip_template(value);
                 let gsm = literal_text.chars().all(is_gsm7);
                 let length: usize = if gsm {
-                    literal_text.chars().map(|c| if is_gsm7_extended(c) { 2 } else { 1 }).sum()
+                    literal_text
+                        .chars()
+                        .map(|c| if is_gsm7_extended(c) { 2 } else { 1 })
+                        .sum()
                 } else {
                     literal_text.chars().count()
                 };
@@ -1109,10 +1503,18 @@ impl<'s> Checker<'s> {
                     "body" => {
                         if let Err(error) = serde_json::from_str::<serde_json::Value>(&rendered) {
                             let line = error.line().saturating_sub(1);
-                            let start = value.split_inclusive('\n').take(line).map(str::len).sum::<usize>();
+                            let start = value
+                                .split_inclusive('\n')
+                                .take(line)
+                                .map(str::len)
+                                .sum::<usize>();
                             let end = value[start..].find('\n').map_or(value.len(), |i| start + i);
                             let detail = error.to_string();
-                            let detail = detail.split(" at line").next().unwrap_or(&detail).to_string();
+                            let detail = detail
+                                .split(" at line")
+                                .next()
+                                .unwrap_or(&detail)
+                                .to_string();
                             self.report(
                                 Diagnostic::new(Code::WebhookBody, file, source_span(start, end), format!("webhook body is not JSON once rendered: {detail}"))
                                     .with_label("here, or just before")
@@ -1120,22 +1522,30 @@ impl<'s> Checker<'s> {
                             );
                         }
                     }
-                    "url" => {
-                        if !(rendered.starts_with("https://") || rendered.starts_with("http://")) {
-                            self.report(
-                                Diagnostic::new(Code::InvalidValue, file, literal.span, "webhook url must start with `https://` or `http://`")
-                                    .with_label("not a web address"),
-                            );
-                        }
+                    "url"
+                        if !(rendered.starts_with("https://")
+                            || rendered.starts_with("http://")) =>
+                    {
+                        self.report(
+                            Diagnostic::new(Code::InvalidValue, file, literal.span, "webhook url must start with `https://` or `http://`")
+                                .with_label("not a web address")
+                                .with_help("write the full address of the partner's endpoint, like \"https://partner.example/api/gifts\""),
+                        );
                     }
                     "method" => {
                         let methods = ["POST", "PUT", "PATCH", "GET", "DELETE"];
                         if !methods.contains(&rendered.as_str()) {
-                            let help = did_you_mean(&rendered.to_uppercase(), methods).unwrap_or_else(|| format!("use {}", one_of(methods)));
+                            let help = did_you_mean(&rendered.to_uppercase(), methods)
+                                .unwrap_or_else(|| format!("use {}", one_of(methods)));
                             self.report(
-                                Diagnostic::new(Code::InvalidValue, file, literal.span, format!("`{rendered}` is not an HTTP method"))
-                                    .with_label("unknown method")
-                                    .with_help(help),
+                                Diagnostic::new(
+                                    Code::InvalidValue,
+                                    file,
+                                    literal.span,
+                                    format!("`{rendered}` is not an HTTP method"),
+                                )
+                                .with_label("unknown method")
+                                .with_help(help),
                             );
                         }
                     }
@@ -1159,21 +1569,48 @@ impl<'s> Checker<'s> {
             );
             return None;
         };
-        let allowed = [AggregateFn::Rate, AggregateFn::Sum, AggregateFn::Count, AggregateFn::Avg];
+        let allowed = [
+            AggregateFn::Rate,
+            AggregateFn::Sum,
+            AggregateFn::Count,
+            AggregateFn::Avg,
+        ];
         let mut ok = true;
         if !allowed.contains(&aggregate.function) {
             self.report(
-                Diagnostic::new(Code::KpiForm, file, aggregate.function_span, format!("`{}` is not a KPI measure", aggregate.function.name()))
-                    .with_label("not a KPI measure")
-                    .with_help("a KPI is `rate(…)`, `sum(…)`, `count(…)` or `avg(…)`"),
+                Diagnostic::new(
+                    Code::KpiForm,
+                    file,
+                    aggregate.function_span,
+                    format!("`{}` is not a KPI measure", aggregate.function.name()),
+                )
+                .with_label("not a KPI measure")
+                .with_help("a KPI is `rate(…)`, `sum(…)`, `count(…)` or `avg(…)`"),
             );
             ok = false;
         }
         if aggregate.across_customers {
+            let text = self.text(file);
+            let across = text
+                .get(kpi.measure.span.range())
+                .and_then(|m| m.find("across"))
+                .map(|i| {
+                    let start = kpi.measure.span.start + i;
+                    let end = text[start..]
+                        .find("customers")
+                        .map_or(start + 6, |j| start + j + "customers".len());
+                    Span::new(start, end)
+                })
+                .unwrap_or(kpi.measure.span);
             self.report(
-                Diagnostic::new(Code::KpiForm, file, kpi.measure.span, "a KPI measures the customer who got the message, not `across customers`")
-                    .with_label("across customers")
-                    .with_help("remove `across customers`"),
+                Diagnostic::new(
+                    Code::KpiForm,
+                    file,
+                    across,
+                    "a KPI measures the customer who got the message, not `across customers`",
+                )
+                .with_label("across customers")
+                .with_help("remove `across customers`"),
             );
             ok = false;
         }
@@ -1189,9 +1626,14 @@ impl<'s> Checker<'s> {
             }
             None => {
                 self.report(
-                    Diagnostic::new(Code::KpiForm, file, kpi.measure.span, "a KPI needs a window: how long after the send to look")
-                        .with_label("no `within … after send`")
-                        .with_help("add `within 7d after send` inside the parentheses"),
+                    Diagnostic::new(
+                        Code::KpiForm,
+                        file,
+                        kpi.measure.span,
+                        "a KPI needs a window: how long after the send to look",
+                    )
+                    .with_label("no `within … after send`")
+                    .with_help("add `within 7d after send` inside the parentheses"),
                 );
                 None
             }
@@ -1206,8 +1648,13 @@ impl<'s> Checker<'s> {
             let goal_ty = self.expr(scope, &goal.target);
             if !goal_ty.is_numeric() {
                 self.report(
-                    Diagnostic::new(Code::TypeMismatch, file, goal.target.span, format!("a goal is a number, not {}", goal_ty.describe()))
-                        .with_label("not a number"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        file,
+                        goal.target.span,
+                        format!("a goal is a number, not {}", goal_ty.describe()),
+                    )
+                    .with_label("not a number"),
                 );
             } else if aggregate.function == AggregateFn::Rate {
                 let plain = match &goal.target.kind {
@@ -1217,16 +1664,29 @@ impl<'s> Checker<'s> {
                 };
                 if let Some(n) = plain {
                     self.report(
-                        Diagnostic::new(Code::TypeMismatch, file, goal.target.span, format!("a rate's goal is a percentage, not `{}`", n))
-                            .with_label("no percent sign")
-                            .with_help(format!("write `{}%`", if n <= 1.0 { n * 100.0 } else { n })),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            file,
+                            goal.target.span,
+                            format!("a rate's goal is a percentage, not `{}`", n),
+                        )
+                        .with_label("no percent sign")
+                        .with_help(format!("write `{}%`", if n <= 1.0 { n * 100.0 } else { n })),
                     );
                 }
             } else if let ExprKind::Literal(Literal::Percent(_)) = goal.target.kind {
                 self.report(
-                    Diagnostic::new(Code::TypeMismatch, file, goal.target.span, format!("a percentage goal fits a `rate`, but this KPI is a `{}`", aggregate.function.name()))
-                        .with_label("a percentage")
-                        .with_help("write the goal as a plain number"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        file,
+                        goal.target.span,
+                        format!(
+                            "a percentage goal fits a `rate`, but this KPI is a `{}`",
+                            aggregate.function.name()
+                        ),
+                    )
+                    .with_label("a percentage")
+                    .with_help("write the goal as a plain number"),
                 );
             }
         }
@@ -1270,8 +1730,17 @@ impl<'s> Checker<'s> {
                         element = ty;
                     } else if !ty.comparable(&element) {
                         self.report(
-                            Diagnostic::new(Code::TypeMismatch, scope.file, item.span, format!("a list holds one kind of value: this is {}, the first is {}", ty.describe(), element.describe()))
-                                .with_label(format!("{}", ty.describe())),
+                            Diagnostic::new(
+                                Code::TypeMismatch,
+                                scope.file,
+                                item.span,
+                                format!(
+                                    "a list holds one kind of value: this is {}, the first is {}",
+                                    ty.describe(),
+                                    element.describe()
+                                ),
+                            )
+                            .with_label(ty.describe()),
                         );
                     }
                 }
@@ -1308,8 +1777,13 @@ impl<'s> Checker<'s> {
             return;
         }
         self.report(
-            Diagnostic::new(Code::TypeMismatch, scope.file, expr.span, format!("{message}, but this is {}", ty.describe()))
-                .with_label(ty.clone().required().describe()),
+            Diagnostic::new(
+                Code::TypeMismatch,
+                scope.file,
+                expr.span,
+                format!("{message}, but this is {}", ty.describe()),
+            )
+            .with_label(ty.clone().required().describe()),
         );
     }
 
@@ -1347,7 +1821,12 @@ impl<'s> Checker<'s> {
             BinaryOp::And | BinaryOp::Or => {
                 for (side, ty) in [(left, &left_ty), (right, &right_ty)] {
                     if !ty.is_bool() {
-                        self.mismatch(scope, side, ty, &format!("`{}` joins conditions that are true or false", op.symbol()));
+                        self.mismatch(
+                            scope,
+                            side,
+                            ty,
+                            &format!("`{}` joins conditions that are true or false", op.symbol()),
+                        );
                     } else if op == BinaryOp::Or || std::ptr::eq(side, left) {
                         self.require_present(scope, side, ty);
                     } else {
@@ -1368,7 +1847,14 @@ impl<'s> Checker<'s> {
                 let l = self.require_present(scope, left, &left_ty);
                 let r = self.require_present(scope, right, &right_ty);
                 if op == BinaryOp::Crosses {
-                    if !scope.crosses {
+                    if !scope.crosses && matches!(scope.event, EventContext::Event(e) if e.catalog)
+                    {
+                        self.report(
+                            Diagnostic::new(Code::CrossesMisplaced, scope.file, span, "`crosses` needs the customer's own event, but a catalog event belongs to no customer")
+                                .with_label("nothing to cross with")
+                                .with_help("compare the value itself, like `count(…) >= 20`; `crosses` works in `on EVENT` triggers of the customer's events"),
+                        );
+                    } else if !scope.crosses {
                         self.report(
                             Diagnostic::new(Code::CrossesMisplaced, scope.file, span, "`crosses` only works in the `where` of an `on EVENT` trigger")
                                 .with_label("no event to cross with")
@@ -1398,11 +1884,28 @@ impl<'s> Checker<'s> {
                 };
                 if !fits {
                     let message = match &collection.kind {
-                        List(element) => format!("`{}` looks for {} in {}, but this is {}", op.symbol(), element.describe(), collection.describe(), item.describe()),
-                        _ => format!("`{}` needs a list or text to look in, but this is {}", op.symbol(), collection.describe()),
+                        List(element) => format!(
+                            "`{}` looks for {} in {}, but this is {}",
+                            op.symbol(),
+                            element.describe(),
+                            collection.describe(),
+                            item.describe()
+                        ),
+                        _ => format!(
+                            "`{}` needs a list or text to look in, but this is {}",
+                            op.symbol(),
+                            collection.describe()
+                        ),
                     };
-                    let at = if matches!(collection.kind, List(_)) { item_expr } else { collection_expr };
-                    self.report(Diagnostic::new(Code::TypeMismatch, scope.file, at.span, message).with_label("does not fit"));
+                    let at = if matches!(collection.kind, List(_)) {
+                        item_expr
+                    } else {
+                        collection_expr
+                    };
+                    self.report(
+                        Diagnostic::new(Code::TypeMismatch, scope.file, at.span, message)
+                            .with_label("does not fit"),
+                    );
                 }
                 bool_ty
             }
@@ -1420,7 +1923,8 @@ impl<'s> Checker<'s> {
                     (BinaryOp::Add | BinaryOp::Sub, Date, Duration) => Some(Date),
                     (BinaryOp::Sub, DateTime, DateTime) => Some(Duration),
                     (BinaryOp::Add | BinaryOp::Sub, Duration, Duration) => Some(Duration),
-                    (BinaryOp::Mul, Duration, Int | Number) | (BinaryOp::Mul, Int | Number, Duration) => Some(Duration),
+                    (BinaryOp::Mul, Duration, Int | Number)
+                    | (BinaryOp::Mul, Int | Number, Duration) => Some(Duration),
                     (BinaryOp::Div, Duration, Int | Number) => Some(Duration),
                     _ => None,
                 };
@@ -1445,20 +1949,49 @@ impl<'s> Checker<'s> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn cannot_compare(&mut self, scope: &Scope, op: BinaryOp, left: &Expr, l: &Ty, right: &Expr, r: &Ty, span: Span) {
+    fn cannot_compare(
+        &mut self,
+        scope: &Scope,
+        op: BinaryOp,
+        left: &Expr,
+        l: &Ty,
+        right: &Expr,
+        r: &Ty,
+        span: Span,
+    ) {
         if l.is_unknown() || r.is_unknown() {
             return;
         }
-        let name = |e: &Expr| match &e.kind {
-            ExprKind::Path(p) => format!("`{p}`"),
-            _ => "this".to_string(),
+        let text = self.text(scope.file);
+        let name = |e: &Expr| {
+            let written = text.get(e.span.range()).unwrap_or("").trim();
+            if !written.is_empty() && written.len() <= 30 && !written.contains('\n') {
+                format!("`{written}`")
+            } else {
+                "this".to_string()
+            }
         };
         let help = match (&l.kind, &r.kind) {
             (TypeKind::Date, TypeKind::DateTime) | (TypeKind::DateTime, TypeKind::Date) => {
                 "turn the date and time into a date with `date(…)`".to_string()
             }
-            (TypeKind::Text, TypeKind::Int | TypeKind::Number) | (TypeKind::Int | TypeKind::Number, TypeKind::Text) => {
-                "a number in quotes is text: remove the quotes, or compare with text".to_string()
+            (TypeKind::Text, TypeKind::Int | TypeKind::Number)
+            | (TypeKind::Int | TypeKind::Number, TypeKind::Text) => {
+                let literal = |e: &Expr| match &e.kind {
+                    ExprKind::Literal(Literal::Int(n)) => {
+                        Some(format!("write `\"{n}\"` to compare with text"))
+                    }
+                    ExprKind::Literal(Literal::Float(n)) => {
+                        Some(format!("write `\"{n}\"` to compare with text"))
+                    }
+                    ExprKind::Literal(Literal::Text(t)) if t.parse::<f64>().is_ok() => {
+                        Some(format!("remove the quotes to compare with a number: `{t}`"))
+                    }
+                    _ => None,
+                };
+                literal(right).or_else(|| literal(left)).unwrap_or_else(|| {
+                    "text never equals a number: compare values of the same kind".to_string()
+                })
             }
             _ => "compare values of the same kind".to_string(),
         };
@@ -1467,9 +2000,20 @@ impl<'s> Checker<'s> {
                 Code::TypeMismatch,
                 scope.file,
                 span,
-                format!("cannot compare {} with {} using `{}`", l.describe(), r.describe(), op.symbol()),
+                format!(
+                    "cannot compare {} with {} using `{}`",
+                    l.describe(),
+                    r.describe(),
+                    op.symbol()
+                ),
             )
-            .with_label(format!("{} is {}, {} is {}", name(left), l.describe(), name(right), r.describe()))
+            .with_label(format!(
+                "{} is {}, {} is {}",
+                name(left),
+                l.describe(),
+                name(right),
+                r.describe()
+            ))
             .with_help(help),
         );
     }
@@ -1477,13 +2021,25 @@ impl<'s> Checker<'s> {
     fn call(&mut self, scope: &Scope, function: &Ident, args: &[Expr], span: Span) -> Ty {
         use TypeKind::*;
         let Some((_, signature)) = FUNCTIONS.iter().find(|(n, _)| *n == function.name) else {
-            let names = FUNCTIONS.iter().map(|(n, _)| *n).chain(AggregateFn::ALL.iter().map(|(n, _)| *n));
-            let help = did_you_mean(&function.name, names)
-                .unwrap_or_else(|| format!("functions are {}", one_of(FUNCTIONS.iter().map(|(n, _)| *n))));
+            let names = FUNCTIONS
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(AggregateFn::ALL.iter().map(|(n, _)| *n));
+            let help = did_you_mean(&function.name, names).unwrap_or_else(|| {
+                format!(
+                    "functions are {}",
+                    one_of(FUNCTIONS.iter().map(|(n, _)| *n))
+                )
+            });
             self.report(
-                Diagnostic::new(Code::UnknownFunction, scope.file, function.span, format!("unknown function `{}`", function.name))
-                    .with_label("not a function")
-                    .with_help(help),
+                Diagnostic::new(
+                    Code::UnknownFunction,
+                    scope.file,
+                    function.span,
+                    format!("unknown function `{}`", function.name),
+                )
+                .with_label("not a function")
+                .with_help(help),
             );
             for arg in args {
                 self.expr(scope, arg);
@@ -1497,7 +2053,12 @@ impl<'s> Checker<'s> {
                     Code::TypeMismatch,
                     scope.file,
                     span,
-                    format!("`{}` takes {expected} argument{}, found {}", function.name, if expected == 1 { "" } else { "s" }, args.len()),
+                    format!(
+                        "`{}` takes {expected} argument{}, found {}",
+                        function.name,
+                        if expected == 1 { "" } else { "s" },
+                        args.len()
+                    ),
                 )
                 .with_label("wrong number of arguments")
                 .with_help(format!("write {signature}")),
@@ -1513,12 +2074,25 @@ impl<'s> Checker<'s> {
             let fallback = self.require_present(scope, &args[1], &fallback);
             if !value.comparable(&fallback) {
                 self.report(
-                    Diagnostic::new(Code::TypeMismatch, scope.file, args[1].span, format!("the fallback is {}, but the value is {}", fallback.describe(), value.clone().required().describe()))
-                        .with_label("does not fit")
-                        .with_help("give a fallback of the same kind"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        scope.file,
+                        args[1].span,
+                        format!(
+                            "the fallback is {}, but the value is {}",
+                            fallback.describe(),
+                            value.clone().required().describe()
+                        ),
+                    )
+                    .with_label("does not fit")
+                    .with_help("give a fallback of the same kind"),
                 );
             }
-            return if value.is_unknown() || matches!(value.kind, Null) { fallback } else { value.required() };
+            return if value.is_unknown() || matches!(value.kind, Null) {
+                fallback
+            } else {
+                value.required()
+            };
         }
         let arg_ty = self.expr(scope, &args[0]);
         let arg_ty = self.require_present(scope, &args[0], &arg_ty);
@@ -1538,9 +2112,14 @@ impl<'s> Checker<'s> {
             Some(kind) => Ty::new(kind),
             None => {
                 self.report(
-                    Diagnostic::new(Code::TypeMismatch, scope.file, args[0].span, format!("`{}` cannot take {}", function.name, arg_ty.describe()))
-                        .with_label(arg_ty.describe())
-                        .with_help(format!("write {signature}")),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        scope.file,
+                        args[0].span,
+                        format!("`{}` cannot take {}", function.name, arg_ty.describe()),
+                    )
+                    .with_label(arg_ty.describe())
+                    .with_help(format!("write {signature}")),
                 );
                 Ty::unknown()
             }
@@ -1555,17 +2134,30 @@ impl<'s> Checker<'s> {
         }
         if aggregate.function == AggregateFn::Rate && !in_kpi {
             self.report(
-                Diagnostic::new(Code::AfterSendOutsideKpi, file, aggregate.function_span, "`rate` is a KPI measure")
-                    .with_label("only in a KPI")
-                    .with_help("use `count(…)` or `did(…)` in a condition"),
+                Diagnostic::new(
+                    Code::AfterSendOutsideKpi,
+                    file,
+                    aggregate.function_span,
+                    "`rate` is a KPI measure",
+                )
+                .with_label("only in a KPI")
+                .with_help("use `count(…)` or `did(…)` in a condition"),
             );
         }
         if let Some(within) = &aggregate.within {
             if within.after_send && !in_kpi {
                 self.report(
-                    Diagnostic::new(Code::AfterSendOutsideKpi, file, within.span, "`after send` only means something in a KPI")
-                        .with_label("no send here")
-                        .with_help(format!("in a condition, `within {}` looks back from now", within.duration)),
+                    Diagnostic::new(
+                        Code::AfterSendOutsideKpi,
+                        file,
+                        within.span,
+                        "`after send` only means something in a KPI",
+                    )
+                    .with_label("no send here")
+                    .with_help(format!(
+                        "in a condition, `within {}` looks back from now",
+                        within.duration
+                    )),
                 );
             }
             self.positive_duration(file, &within.duration, "the window");
@@ -1580,9 +2172,20 @@ impl<'s> Checker<'s> {
             Some(event) => {
                 if event.catalog && !aggregate.across_customers {
                     self.report(
-                        Diagnostic::new(Code::CatalogEvent, file, aggregate.event.span, format!("`{}` is a catalog event: it belongs to no customer", event.name))
-                            .with_label("catalog event")
-                            .with_help(format!("add `across customers` to look at all `{}` events of the shop", event.name)),
+                        Diagnostic::new(
+                            Code::CatalogEvent,
+                            file,
+                            aggregate.event.span,
+                            format!(
+                                "`{}` is a catalog event: it belongs to no customer",
+                                event.name
+                            ),
+                        )
+                        .with_label("catalog event")
+                        .with_help(format!(
+                            "add `across customers` to look at all `{}` events of the shop",
+                            event.name
+                        )),
                     );
                 }
                 if let Some(condition) = &aggregate.condition {
@@ -1603,17 +2206,25 @@ impl<'s> Checker<'s> {
                     Some(self.property_path(file, event, &aggregate.then_field))
                 };
                 let name = aggregate.function.name();
-                let field_span = aggregate
-                    .field
-                    .first()
-                    .map(|f| f.span.join(aggregate.field.last().map_or(f.span, |l| l.span)));
+                let field_span = aggregate.field.first().map(|f| {
+                    f.span
+                        .join(aggregate.field.last().map_or(f.span, |l| l.span))
+                });
                 match aggregate.function {
                     AggregateFn::Count | AggregateFn::Did | AggregateFn::Rate => {
                         if let Some(field_span) = field_span {
                             self.report(
-                                Diagnostic::new(Code::AggregateForm, file, field_span, format!("`{name}` looks at whole events, not a property"))
-                                    .with_label("remove this")
-                                    .with_help(format!("write `{name}({})`; to add up a property use `sum`", event.name)),
+                                Diagnostic::new(
+                                    Code::AggregateForm,
+                                    file,
+                                    field_span,
+                                    format!("`{name}` looks at whole events, not a property"),
+                                )
+                                .with_label("remove this")
+                                .with_help(format!(
+                                    "write `{name}({})`; to add up a property use `sum`",
+                                    event.name
+                                )),
                             );
                         }
                         Ty::new(match aggregate.function {
@@ -1622,41 +2233,48 @@ impl<'s> Checker<'s> {
                             _ => Number,
                         })
                     }
-                    AggregateFn::Sum | AggregateFn::Avg | AggregateFn::Min | AggregateFn::Max => match field_ty {
-                        None => {
-                            self.report(
-                                Diagnostic::new(Code::AggregateForm, file, span, format!("`{name}` needs a property to work on"))
+                    AggregateFn::Sum | AggregateFn::Avg | AggregateFn::Min | AggregateFn::Max => {
+                        match field_ty {
+                            None => {
+                                self.report(
+                                    Diagnostic::new(
+                                        Code::AggregateForm,
+                                        file,
+                                        span,
+                                        format!("`{name}` needs a property to work on"),
+                                    )
                                     .with_label("no property")
                                     .with_help(format!("write `{name}({}.PROPERTY)`", event.name)),
-                            );
-                            Ty::unknown()
-                        }
-                        Some(ty) => {
-                            let numeric = ty.is_numeric();
-                            let ordered = numeric || matches!(ty.kind, Date | DateTime);
-                            let ok = match aggregate.function {
-                                AggregateFn::Min | AggregateFn::Max => ordered,
-                                _ => numeric,
-                            };
-                            if !ok {
-                                self.report(
+                                );
+                                Ty::unknown()
+                            }
+                            Some(ty) => {
+                                let numeric = ty.is_numeric();
+                                let ordered = numeric || matches!(ty.kind, Date | DateTime);
+                                let ok = match aggregate.function {
+                                    AggregateFn::Min | AggregateFn::Max => ordered,
+                                    _ => numeric,
+                                };
+                                if !ok {
+                                    self.report(
                                     Diagnostic::new(
                                         Code::TypeMismatch,
                                         file,
                                         field_span.unwrap_or(span),
-                                        format!("cannot {name} {}: `{}.{}` is {}", if name == "sum" { "add up" } else { name }, event.name, join_idents(&aggregate.field), ty.clone().required().describe()),
+                                        format!("cannot {} {}: `{}.{}` is {}", if name == "sum" { "add up" } else { name }, if name == "sum" { "" } else { "of" }, event.name, join_idents(&aggregate.field), ty.clone().required().describe()),
                                     )
                                     .with_label(ty.clone().required().describe())
                                     .with_help(format!("`{name}` works on numbers; to count events use `count({})`", event.name)),
                                 );
-                                Ty::unknown()
-                            } else if aggregate.function == AggregateFn::Avg {
-                                Ty::new(Number)
-                            } else {
-                                ty.required()
+                                    Ty::unknown()
+                                } else if aggregate.function == AggregateFn::Avg {
+                                    Ty::new(Number)
+                                } else {
+                                    ty.required()
+                                }
                             }
                         }
-                    },
+                    }
                     AggregateFn::Last => match (field_ty, then_ty) {
                         (Some(ty), None) | (None, Some(ty)) => ty.required(),
                         (Some(_), Some(ty)) => {
@@ -1668,9 +2286,14 @@ impl<'s> Checker<'s> {
                         }
                         (None, None) => {
                             self.report(
-                                Diagnostic::new(Code::AggregateForm, file, span, "`last` needs a property to read")
-                                    .with_label("no property")
-                                    .with_help(format!("write `last({}).PROPERTY`", event.name)),
+                                Diagnostic::new(
+                                    Code::AggregateForm,
+                                    file,
+                                    span,
+                                    "`last` needs a property to read",
+                                )
+                                .with_label("no property")
+                                .with_help(format!("write `last({}).PROPERTY`", event.name)),
                             );
                             Ty::unknown()
                         }
@@ -1683,15 +2306,33 @@ impl<'s> Checker<'s> {
 
     /// The type of `E.a.b` given `E`, projecting through lists of records.
     fn property_path(&mut self, file: FileId, event: &model::Event, path: &[Ident]) -> Ty {
-        let Some(first) = path.first() else { return Ty::unknown() };
-        let Some(field) = event.fields.get(&first.name) else {
-            self.unknown_property(file, &event.name, first, event.fields.keys().map(String::as_str));
+        let Some(first) = path.first() else {
             return Ty::unknown();
         };
-        self.traverse(file, &format!("{}.{}", event.name, first.name), field.ty.clone(), &path[1..])
+        let Some(field) = event.fields.get(&first.name) else {
+            self.unknown_property(
+                file,
+                &event.name,
+                first,
+                event.fields.keys().map(String::as_str),
+            );
+            return Ty::unknown();
+        };
+        self.traverse(
+            file,
+            &format!("{}.{}", event.name, first.name),
+            field.ty.clone(),
+            &path[1..],
+        )
     }
 
-    fn unknown_property<'n>(&mut self, file: FileId, owner: &str, name: &Ident, known: impl Iterator<Item = &'n str> + Clone) {
+    fn unknown_property<'n>(
+        &mut self,
+        file: FileId,
+        owner: &str,
+        name: &Ident,
+        known: impl Iterator<Item = &'n str> + Clone,
+    ) {
         let help = did_you_mean(&name.name, known.clone()).unwrap_or_else(|| {
             if known.clone().next().is_none() {
                 format!("`{owner}` has no properties; declare them in `schema.moment`")
@@ -1700,9 +2341,14 @@ impl<'s> Checker<'s> {
             }
         });
         self.report(
-            Diagnostic::new(Code::UnknownProperty, file, name.span, format!("unknown property `{}` of `{owner}`", name.name))
-                .with_label("not declared")
-                .with_help(help),
+            Diagnostic::new(
+                Code::UnknownProperty,
+                file,
+                name.span,
+                format!("unknown property `{}` of `{owner}`", name.name),
+            )
+            .with_label("not declared")
+            .with_help(help),
         );
     }
 
@@ -1718,7 +2364,12 @@ impl<'s> Checker<'s> {
                         t
                     }
                     None => {
-                        self.unknown_property(file, &shown, segment, fields.keys().map(String::as_str));
+                        self.unknown_property(
+                            file,
+                            &shown,
+                            segment,
+                            fields.keys().map(String::as_str),
+                        );
                         return Ty::unknown();
                     }
                 },
@@ -1730,7 +2381,12 @@ impl<'s> Checker<'s> {
                             list
                         }
                         None => {
-                            self.unknown_property(file, &shown, segment, fields.keys().map(String::as_str));
+                            self.unknown_property(
+                                file,
+                                &shown,
+                                segment,
+                                fields.keys().map(String::as_str),
+                            );
                             return Ty::unknown();
                         }
                     },
@@ -1752,22 +2408,51 @@ impl<'s> Checker<'s> {
 
     fn no_properties(&mut self, file: FileId, shown: &str, segment: &Ident, ty: &Ty) {
         self.report(
-            Diagnostic::new(Code::UnknownProperty, file, segment.span, format!("`{shown}` is {} and has no property `{}`", ty.describe(), segment.name))
-                .with_label("no such property"),
+            Diagnostic::new(
+                Code::UnknownProperty,
+                file,
+                segment.span,
+                format!(
+                    "`{shown}` is {} and has no property `{}`",
+                    ty.describe(),
+                    segment.name
+                ),
+            )
+            .with_label("no such property"),
         );
     }
 
     fn path(&mut self, scope: &Scope, path: &Path) -> Ty {
         let file = scope.file;
-        let Some(root) = path.segments.first() else { return Ty::unknown() };
+        let Some(root) = path.segments.first() else {
+            return Ty::unknown();
+        };
         let rest = &path.segments[1..];
         match root.name.as_str() {
-            "customer" if !scope.no_customer => {
+            "customer" if scope.no_customer => {
+                self.report(
+                    Diagnostic::new(
+                        Code::UnknownName,
+                        file,
+                        path.span,
+                        format!("a default cannot read `{path}`"),
+                    )
+                    .with_label("no customer here")
+                    .with_help("a default is a plain value, like `\"standard\"` or `0`"),
+                );
+                Ty::unknown()
+            }
+            "customer" => {
                 let Some(name) = rest.first() else {
                     self.report(
-                        Diagnostic::new(Code::UnknownTrait, file, path.span, "`customer` alone is not a value: name a trait")
-                            .with_label("which trait?")
-                            .with_help("write `customer.TRAIT`, like `customer.first_name`"),
+                        Diagnostic::new(
+                            Code::UnknownTrait,
+                            file,
+                            path.span,
+                            "`customer` alone is not a value: name a trait",
+                        )
+                        .with_label("which trait?")
+                        .with_help("write `customer.TRAIT`, like `customer.first_name`"),
                     );
                     return Ty::unknown();
                 };
@@ -1775,17 +2460,31 @@ impl<'s> Checker<'s> {
                     Some(field) => {
                         let ty = field.ty.clone();
                         // A trait with a default is never missing.
-                        let ty = if field.default.is_some() { ty.required() } else { ty };
+                        let ty = if field.default.is_some() {
+                            ty.required()
+                        } else {
+                            ty
+                        };
                         self.traverse(file, &format!("customer.{}", name.name), ty, &rest[1..])
                     }
                     None => {
-                        let help = did_you_mean(&name.name, self.schema.traits.keys().map(String::as_str)).unwrap_or_else(|| {
-                            format!("the schema declares {}", one_of(self.schema.traits.keys().map(String::as_str)))
-                        });
+                        let help =
+                            did_you_mean(&name.name, self.schema.traits.keys().map(String::as_str))
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "the schema declares {}",
+                                        one_of(self.schema.traits.keys().map(String::as_str))
+                                    )
+                                });
                         self.report(
-                            Diagnostic::new(Code::UnknownTrait, file, name.span, format!("unknown trait `{}`", name.name))
-                                .with_label("not a trait of `customer`")
-                                .with_help(help),
+                            Diagnostic::new(
+                                Code::UnknownTrait,
+                                file,
+                                name.span,
+                                format!("unknown trait `{}`", name.name),
+                            )
+                            .with_label("not a trait of `customer`")
+                            .with_help(help),
                         );
                         Ty::unknown()
                     }
@@ -1795,19 +2494,37 @@ impl<'s> Checker<'s> {
                 EventContext::Event(event) => {
                     let Some(name) = rest.first() else {
                         self.report(
-                            Diagnostic::new(Code::UnknownProperty, file, path.span, "`event` alone is not a value: name a property")
-                                .with_label("which property?")
-                                .with_help(format!("write `event.PROPERTY`; `{}` has {}", event.name, one_of(event.fields.keys().map(String::as_str)))),
+                            Diagnostic::new(
+                                Code::UnknownProperty,
+                                file,
+                                path.span,
+                                "`event` alone is not a value: name a property",
+                            )
+                            .with_label("which property?")
+                            .with_help(format!(
+                                "write `event.PROPERTY`; `{}` has {}",
+                                event.name,
+                                one_of(event.fields.keys().map(String::as_str))
+                            )),
                         );
                         return Ty::unknown();
                     };
                     match event.fields.get(&name.name) {
                         Some(field) => {
-                            let ty = if field.default.is_some() { field.ty.clone().required() } else { field.ty.clone() };
+                            let ty = if field.default.is_some() {
+                                field.ty.clone().required()
+                            } else {
+                                field.ty.clone()
+                            };
                             self.traverse(file, &format!("event.{}", name.name), ty, &rest[1..])
                         }
                         None => {
-                            self.unknown_property(file, &event.name, name, event.fields.keys().map(String::as_str));
+                            self.unknown_property(
+                                file,
+                                &event.name,
+                                name,
+                                event.fields.keys().map(String::as_str),
+                            );
                             Ty::unknown()
                         }
                     }
@@ -1859,8 +2576,13 @@ impl<'s> Checker<'s> {
                 if let Some(event) = scope.aggregated.filter(|e| e.name == name) {
                     if rest.is_empty() {
                         self.report(
-                            Diagnostic::new(Code::UnknownProperty, file, path.span, format!("`{name}` alone is not a value: name a property"))
-                                .with_label("which property?"),
+                            Diagnostic::new(
+                                Code::UnknownProperty,
+                                file,
+                                path.span,
+                                format!("`{name}` alone is not a value: name a property"),
+                            )
+                            .with_label("which property?"),
                         );
                         return Ty::unknown();
                     }
@@ -1874,7 +2596,8 @@ impl<'s> Checker<'s> {
                     );
                     return Ty::unknown();
                 }
-                let mut candidates: Vec<&str> = scope.lets.iter().map(|l| l.name.as_str()).collect();
+                let mut candidates: Vec<&str> =
+                    scope.lets.iter().map(|l| l.name.as_str()).collect();
                 candidates.extend(["customer", "event", "now"]);
                 if let Some(e) = scope.aggregated {
                     candidates.push(&e.name);
@@ -1887,15 +2610,24 @@ impl<'s> Checker<'s> {
                 }
                 let help = if scope.no_customer {
                     Some("a default is a plain value, like `\"standard\"` or `0`".to_string())
-                } else if let Some(trait_name) = self.schema.traits.contains_key(name).then_some(name) {
+                } else if let Some(trait_name) =
+                    self.schema.traits.contains_key(name).then_some(name)
+                {
                     Some(format!("did you mean `customer.{trait_name}`?"))
                 } else {
                     did_you_mean(name, candidates.iter().copied())
                 };
                 self.report(
-                    Diagnostic::new(Code::UnknownName, file, root.span, format!("unknown name `{name}`"))
-                        .with_label("not defined")
-                        .with_help(help.unwrap_or_else(|| format!("names here are {}", one_of(candidates.iter().copied())))),
+                    Diagnostic::new(
+                        Code::UnknownName,
+                        file,
+                        root.span,
+                        format!("unknown name `{name}`"),
+                    )
+                    .with_label("not defined")
+                    .with_help(help.unwrap_or_else(|| {
+                        format!("names here are {}", one_of(candidates.iter().copied()))
+                    })),
                 );
                 Ty::unknown()
             }
@@ -1907,7 +2639,8 @@ impl<'s> Checker<'s> {
 fn guards(expr: &Expr) -> Vec<String> {
     match &expr.kind {
         ExprKind::Binary(BinaryOp::Ne, left, right) => match (&left.kind, &right.kind) {
-            (ExprKind::Path(p), ExprKind::Literal(Literal::None)) | (ExprKind::Literal(Literal::None), ExprKind::Path(p)) => {
+            (ExprKind::Path(p), ExprKind::Literal(Literal::None))
+            | (ExprKind::Literal(Literal::None), ExprKind::Path(p)) => {
                 vec![p.to_string()]
             }
             _ => Vec::new(),
@@ -1922,7 +2655,11 @@ fn guards(expr: &Expr) -> Vec<String> {
 }
 
 fn join_idents(idents: &[Ident]) -> String {
-    idents.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".")
+    idents
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn keyword_len(what: &str) -> usize {
@@ -1936,7 +2673,9 @@ fn keyword_len(what: &str) -> usize {
 /// The first word of an item, for pointing at it without underlining a whole block.
 fn first_word(text: &str, span: Span) -> Span {
     let rest = text.get(span.start..span.end).unwrap_or("");
-    let len = rest.find(|c: char| c.is_whitespace() || c == '{').unwrap_or(rest.len());
+    let len = rest
+        .find(|c: char| c.is_whitespace() || c == '{')
+        .unwrap_or(rest.len());
     Span::new(span.start, span.start + len.max(1))
 }
 
@@ -2011,7 +2750,11 @@ fn is_gsm7_extended(c: char) -> bool {
 
 /// Values of the right type for every variable a template may use: rendering a webhook
 /// body with them shows whether the JSON holds together.
-fn sample_context(scope: &Scope, moment: &ast::Moment, schema: &model::Schema) -> serde_json::Value {
+fn sample_context(
+    scope: &Scope,
+    moment: &ast::Moment,
+    schema: &model::Schema,
+) -> serde_json::Value {
     use serde_json::{json, Map, Value};
     fn sample(ty: &Ty) -> Value {
         match &ty.kind {
@@ -2025,25 +2768,42 @@ fn sample_context(scope: &Scope, moment: &ast::Moment, schema: &model::Schema) -
             TypeKind::Timezone => json!("Europe/London"),
             TypeKind::Time => json!("09:00"),
             TypeKind::List(_) => json!([]),
-            TypeKind::Record(fields) => Value::Object(fields.iter().map(|(k, t)| (k.clone(), sample(t))).collect()),
+            TypeKind::Record(fields) => {
+                Value::Object(fields.iter().map(|(k, t)| (k.clone(), sample(t))).collect())
+            }
             TypeKind::Null | TypeKind::Unknown => Value::Null,
         }
     }
     let mut context = Map::new();
     context.insert(
         "customer".into(),
-        Value::Object(schema.traits.iter().map(|(k, f)| (k.clone(), sample(&f.ty))).collect()),
+        Value::Object(
+            schema
+                .traits
+                .iter()
+                .map(|(k, f)| (k.clone(), sample(&f.ty)))
+                .collect(),
+        ),
     );
     if let EventContext::Event(event) = scope.event {
         context.insert(
             "event".into(),
-            Value::Object(event.fields.iter().map(|(k, f)| (k.clone(), sample(&f.ty))).collect()),
+            Value::Object(
+                event
+                    .fields
+                    .iter()
+                    .map(|(k, f)| (k.clone(), sample(&f.ty)))
+                    .collect(),
+            ),
         );
     }
     for info in scope.lets {
         context.insert(info.name.clone(), sample(&info.ty));
     }
-    context.insert("moment".into(), json!({"id": moment.id.name, "title": moment.title.value}));
+    context.insert(
+        "moment".into(),
+        json!({"id": moment.id.name, "title": moment.title.value}),
+    );
     context.insert("send".into(), json!({"id": "sample-send-id"}));
     Value::Object(context)
 }

@@ -142,7 +142,6 @@ macro_rules! codes {
 }
 
 codes! {
-    Io => "moment::io", Error, "a file or directory could not be read";
     NotUtf8 => "moment::parse::not_utf8", Error, "the file is not valid UTF-8 text";
     TooLarge => "moment::parse::too_large", Error, "the file is larger than a campaign file may be";
     TooDeep => "moment::parse::too_deep", Error, "brackets are nested too deeply";
@@ -162,6 +161,7 @@ codes! {
     DuplicateId => "moment::check::duplicate_id", Error, "two moments with the same id";
     DuplicateName => "moment::check::duplicate_name", Error, "a trait, event, property or `let` declared twice";
     DuplicateItem => "moment::check::duplicate_item", Error, "a second trigger, message, KPI or rule where one is allowed";
+    MissingMoment => "moment::check::missing_moment", Error, "a campaign file without a `moment`";
     MissingTrigger => "moment::check::missing_trigger", Error, "a moment or trigger without what makes it fire";
     MissingMessage => "moment::check::missing_message", Error, "a moment without a message";
     MissingKpi => "moment::check::missing_kpi", Error, "a moment without a KPI";
@@ -239,7 +239,12 @@ impl Diagnostic {
         self.help = help;
         self
     }
-    pub fn with_related(mut self, file: FileId, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub fn with_related(
+        mut self,
+        file: FileId,
+        span: Span,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         self.related.push(Related {
             file,
             span,
@@ -266,7 +271,10 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
 }
 
 /// "did you mean `first_name`?" — the closest candidate, if one is close enough.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     closest(name, candidates).map(|best| format!("did you mean `{best}`?"))
 }
 
@@ -279,10 +287,21 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_lowercase()), c))
         .filter(|(distance, c)| {
             let longest = c.chars().count().max(name.chars().count());
-            *distance <= (longest / 3).max(1) || c.to_lowercase().contains(&lower) && lower.len() >= 3
+            *distance <= ((longest + 1) / 3).max(1)
+                || c.to_lowercase().contains(&lower) && lower.len() >= 3
         })
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)))
         .map(|(_, c)| c)
+}
+
+/// "`a`, `b` and `c`" for help lines.
+pub fn all_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.into_iter().map(|n| format!("`{n}`")).collect();
+    match names.len() {
+        0 => String::from("nothing"),
+        1 => names[0].clone(),
+        n => format!("{} and {}", names[..n - 1].join(", "), names[n - 1]),
+    }
 }
 
 /// "one of `a`, `b` or `c`" for help lines.

@@ -5,9 +5,10 @@
 //! Every stage reports problems as [`diagnostic::Diagnostic`]s and goes on.
 
 pub mod ast;
+pub mod check;
 pub mod cron_expr;
 pub mod diagnostic;
-pub mod check;
+pub mod format;
 pub mod model;
 pub mod output;
 pub mod parse;

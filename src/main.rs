@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use moments::format;
 use moments::output::{self, Format};
 use moments::project;
 
@@ -145,12 +146,101 @@ fn summary(files: usize, errors: usize, warnings: usize) -> String {
         (0, 0) => format!("{checked}: no problems"),
         (e, 0) => format!("{checked}: {}", plural(e, "error")),
         (0, w) => format!("{checked}: {}", plural(w, "warning")),
-        (e, w) => format!("{checked}: {} and {}", plural(e, "error"), plural(w, "warning")),
+        (e, w) => format!(
+            "{checked}: {} and {}",
+            plural(e, "error"),
+            plural(w, "warning")
+        ),
     }
 }
 
 fn fmt(paths: Vec<PathBuf>, check_only: bool) -> u8 {
-    let _ = (paths, check_only);
-    eprintln!("error: not available yet");
-    2
+    let paths = default_paths(paths);
+    let groups = match project::discover(&paths) {
+        Ok(groups) => groups,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 2;
+        }
+    };
+    let files: Vec<PathBuf> = groups
+        .into_iter()
+        .flat_map(|g| g.schema.into_iter().chain(g.moments))
+        .collect();
+    if files.is_empty() {
+        eprintln!("error: no `.moment` files to format");
+        return 2;
+    }
+    let mut unformatted = 0;
+    let mut refused = 0;
+    let mut stdout = std::io::stdout().lock();
+    for path in &files {
+        let source = match project::read_source(path) {
+            Ok((source, None)) => source,
+            Ok((_, Some((_, message)))) => {
+                let _ = writeln!(stdout, "error: `{}`: {message}", path.display());
+                refused += 1;
+                continue;
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return 2;
+            }
+        };
+        match format::format_source(&source) {
+            Ok(formatted) if formatted == source.text => {}
+            Ok(formatted) => {
+                unformatted += 1;
+                if check_only {
+                    let _ = writeln!(stdout, "would reformat {}", path.display());
+                } else if let Err(error) = std::fs::write(path, formatted) {
+                    eprintln!("error: cannot write `{}`: {error}", path.display());
+                    return 2;
+                } else {
+                    let _ = writeln!(stdout, "formatted {}", path.display());
+                }
+            }
+            Err(format::FormatError::Syntax(diagnostics)) => {
+                refused += 1;
+                let mut sources = moments::diagnostic::Sources::default();
+                sources.add(source);
+                let rendered =
+                    output::render(Format::Human, &[(&sources, &diagnostics)], color_wanted());
+                let _ = write!(stdout, "{rendered}");
+                let _ = writeln!(
+                    stdout,
+                    "error: `{}` has syntax errors and was left as it is",
+                    path.display()
+                );
+            }
+            Err(format::FormatError::Unsound(reason)) => {
+                refused += 1;
+                let _ = writeln!(
+                    stdout,
+                    "error: `{}` was left as it is: formatting would change it ({reason})",
+                    path.display()
+                );
+            }
+        }
+    }
+    let verb = if check_only {
+        "would reformat"
+    } else {
+        "reformatted"
+    };
+    let _ = writeln!(
+        stdout,
+        "{} checked, {unformatted} {verb}{}",
+        plural(files.len(), "file"),
+        if refused > 0 {
+            format!(", {refused} left as they are")
+        } else {
+            String::new()
+        }
+    );
+    if refused > 0 || check_only && unformatted > 0 {
+        1
+    } else {
+        0
+    }
 }

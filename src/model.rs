@@ -164,8 +164,14 @@ impl Trigger {
 #[derive(Debug, Clone)]
 pub enum TriggerSource {
     /// At each event of the customer (or, for a catalog event, for every customer).
-    Event { event: String, catalog: bool },
-    Anniversary { date_trait: String, at: TimeOfDay },
+    Event {
+        event: String,
+        catalog: bool,
+    },
+    Anniversary {
+        date_trait: String,
+        at: TimeOfDay,
+    },
     Offset {
         offset: Duration,
         direction: Direction,

@@ -92,7 +92,9 @@ fn finding_json(sources: &Sources, d: &Diagnostic) -> Value {
 /// `::error file=…,line=…::message` (GitHub Actions workflow commands).
 fn github(sources: &Sources, d: &Diagnostic) -> String {
     fn data(s: &str) -> String {
-        s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
     }
     fn property(s: &str) -> String {
         data(s).replace(':', "%3A").replace(',', "%2C")
@@ -230,6 +232,8 @@ struct Report {
     source: NamedSource<String>,
     labels: Vec<LabeledSpan>,
     related: Vec<Report>,
+    /// A related place in another file: shown as advice, not as a second error.
+    note: bool,
 }
 
 impl Report {
@@ -237,14 +241,14 @@ impl Report {
         let file = sources.get(d.file);
         let mut labels = vec![LabeledSpan::new_primary_with_span(
             d.label.clone(),
-            to_miette(d.span.start, d.span.len()),
+            to_miette(&file.text, d.span),
         )];
         let mut related = Vec::new();
         for r in &d.related {
             if r.file == d.file {
                 labels.push(LabeledSpan::new_with_span(
                     Some(r.message.clone()),
-                    to_miette(r.span.start, r.span.len()),
+                    to_miette(&file.text, r.span),
                 ));
             } else {
                 let other = sources.get(r.file);
@@ -256,9 +260,10 @@ impl Report {
                     source: NamedSource::new(other.name(), other.text.clone()),
                     labels: vec![LabeledSpan::new_primary_with_span(
                         None,
-                        to_miette(r.span.start, r.span.len()),
+                        to_miette(&other.text, r.span),
                     )],
                     related: Vec::new(),
+                    note: true,
                 });
             }
         }
@@ -270,12 +275,19 @@ impl Report {
             source: NamedSource::new(file.name(), file.text.clone()),
             labels,
             related,
+            note: false,
         }
     }
 }
 
-fn to_miette(start: usize, len: usize) -> SourceSpan {
-    SourceSpan::new(start.into(), len)
+/// A span miette can show: inside the text, on character boundaries.
+fn to_miette(text: &str, span: crate::ast::Span) -> SourceSpan {
+    let start = crate::parse::floor_char_boundary(text, span.start);
+    let mut end = span.end.clamp(start, text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    SourceSpan::new(start.into(), end - start)
 }
 
 impl fmt::Display for Report {
@@ -292,6 +304,7 @@ impl miette::Diagnostic for Report {
     }
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.severity {
+            _ if self.note => miette::Severity::Advice,
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
         })

@@ -97,6 +97,7 @@ pub fn parse(file_id: FileId, source: &SourceFile) -> Parsed {
 
     pest::set_error_detail(true);
     let mut work = text.to_string();
+    balance_braces(file_id, &mut work, &mut parsed.diagnostics);
     let mut last_error_at = None;
     for _ in 0..=MAX_RECOVERIES {
         match MomentParser::parse(Rule::file, &work) {
@@ -105,12 +106,13 @@ pub fn parse(file_id: FileId, source: &SourceFile) -> Parsed {
                     file: file_id,
                     text: &work,
                     diagnostics: RefCell::new(Vec::new()),
+                    incomplete: std::cell::Cell::new(false),
                 };
                 if let Some(file_pair) = pairs.next() {
                     parsed.file = builder.file(file_pair);
                 }
+                parsed.incomplete = last_error_at.is_some() || builder.incomplete.get();
                 parsed.diagnostics.extend(builder.diagnostics.into_inner());
-                parsed.incomplete = last_error_at.is_some();
                 return parsed;
             }
             Err(error) => {
@@ -125,6 +127,49 @@ pub fn parse(file_id: FileId, source: &SourceFile) -> Parsed {
         }
     }
     parsed
+}
+
+/// Report braces that do not pair up, and mend the working copy so parsing can go on: a
+/// stray `}` is blanked, a `{` never closed gets its `}` at the end of the text.
+fn balance_braces(file: FileId, work: &mut String, diagnostics: &mut Vec<Diagnostic>) {
+    let mut open = Vec::new();
+    let mut stray = Vec::new();
+    for (offset, c) in code_chars(work) {
+        match c {
+            '{' => open.push(offset),
+            // The guard pops for every `}`; only one with nothing to pop is stray.
+            '}' if open.pop().is_none() => stray.push(offset),
+            _ => {}
+        }
+    }
+    for at in stray {
+        diagnostics.push(
+            Diagnostic::new(
+                Code::Syntax,
+                file,
+                Span::new(at, at + 1),
+                "`}` closes no block",
+            )
+            .with_label("nothing to close")
+            .with_help("remove it, or add the `{` it should close"),
+        );
+        work.replace_range(at..at + 1, " ");
+    }
+    for &at in open.iter().rev() {
+        let line_start = work[..at].rfind('\n').map_or(0, |i| i + 1);
+        let header = work[line_start..at].trim();
+        diagnostics.push(
+            Diagnostic::new(
+                Code::Syntax,
+                file,
+                Span::new(at, at + 1),
+                format!("`{{` of `{header}` is never closed"),
+            )
+            .with_label("opened here")
+            .with_help("add the `}` that ends this block"),
+        );
+        work.push_str("\n}");
+    }
 }
 
 /// Where brackets (outside strings and comments) first nest deeper than [`MAX_NESTING`].
@@ -363,7 +408,12 @@ fn syntax_error(file: FileId, text: &str, error: &pest::error::Error<Rule>) -> D
             unique.push(words);
         }
     }
-    let mut expected = unique;
+    // A value is missing: the list of every kind of value helps nobody.
+    let mut expected = if wants_value && unique.iter().any(|w| w == "a value") {
+        vec!["a value".to_string()]
+    } else {
+        unique
+    };
     if expected.len() > 6 {
         expected.truncate(6);
         expected.push("something else".into());
@@ -402,13 +452,15 @@ fn syntax_error(file: FileId, text: &str, error: &pest::error::Error<Rule>) -> D
             or_list(expected.iter().map(String::as_str))
         )
     };
-    let mut diagnostic = Diagnostic::new(Code::Syntax, file, span, message).with_label(
-        if expected.is_empty() {
+    let mut diagnostic =
+        Diagnostic::new(Code::Syntax, file, span, message).with_label(if expected.is_empty() {
             "not understood".to_string()
         } else {
-            format!("expected {}", or_list(expected.iter().take(3).map(String::as_str)))
-        },
-    );
+            format!(
+                "expected {}",
+                or_list(expected.iter().take(3).map(String::as_str))
+            )
+        });
     if found.contains(['\u{201C}', '\u{201D}', '\u{2018}', '\u{2019}']) {
         diagnostic = diagnostic.with_help("replace curly quotes with straight double quotes `\"`");
     }
@@ -649,11 +701,27 @@ struct Builder<'t> {
     file: FileId,
     text: &'t str,
     diagnostics: RefCell<Vec<Diagnostic>>,
+    /// A block was malformed and left out: checks for what is missing must not run.
+    incomplete: std::cell::Cell<bool>,
 }
 
+/// The span of a pair, without the white space and comments pest may leave at its end
+/// (a rule ending in an optional part consumes the white space before trying it).
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(s.start(), s.end())
+    let text = pair.as_str();
+    let mut len = text.trim_end().len();
+    while text[..len]
+        .rsplit('\n')
+        .next()
+        .is_some_and(|last| last.contains('#'))
+    {
+        match comments(&text[..len]).last() {
+            Some(c) if c.start + c.text.len() >= len => len = text[..c.start].trim_end().len(),
+            _ => break,
+        }
+    }
+    Span::new(s.start(), s.start() + len)
 }
 
 /// The meaningful children of a pair: keywords left out.
@@ -687,13 +755,19 @@ impl Builder<'_> {
 
     /// A line starting with a name the block does not know. If the name is one of the
     /// block's keywords, the line is malformed: parse it alone with `rule` for pest's error.
-    fn unknown_setting(&self, pair: Pair<'_, Rule>, keywords: &[&str], rule: Option<fn(&str) -> Option<Rule>>) {
+    fn unknown_setting(
+        &self,
+        pair: Pair<'_, Rule>,
+        keywords: &[&str],
+        rule: Option<fn(&str) -> Option<Rule>>,
+    ) {
         let span = span_of(&pair);
         let mut inner = pair.into_inner();
         let Some(name) = inner.next() else { return };
         let name_span = span_of(&name);
         let word = name.as_str();
         if keywords.contains(&word) {
+            self.incomplete.set(true);
             if let Some(rule) = rule.and_then(|f| f(word)) {
                 let line = &self.text[span.start..span.end];
                 if let Err(error) = MomentParser::parse(rule, line) {
@@ -707,17 +781,29 @@ impl Builder<'_> {
                 }
             }
             self.report(
-                self.error(Code::Syntax, span, format!("`{word}` is not written this way"))
-                    .with_label("not understood"),
+                self.error(
+                    Code::Syntax,
+                    span,
+                    format!("`{word}` is not written this way"),
+                )
+                .with_label("not understood"),
             );
             return;
         }
-        let help = did_you_mean(word, keywords.iter().copied())
-            .unwrap_or_else(|| format!("a line here starts with {}", one_of(keywords.iter().copied())));
+        let help = did_you_mean(word, keywords.iter().copied()).unwrap_or_else(|| {
+            format!(
+                "a line here starts with {}",
+                one_of(keywords.iter().copied())
+            )
+        });
         self.report(
-            self.error(Code::UnknownSetting, name_span, format!("unknown setting `{word}`"))
-                .with_label("not a known keyword here")
-                .with_help(help),
+            self.error(
+                Code::UnknownSetting,
+                name_span,
+                format!("unknown setting `{word}`"),
+            )
+            .with_label("not a known keyword here")
+            .with_help(help),
         );
     }
 
@@ -796,7 +882,18 @@ impl Builder<'_> {
             .clone()
             .into_inner()
             .any(|p| p.as_rule() == Rule::kw_catalog);
-        let has_block = pair.as_str().contains('{');
+        // A block follows the source name (and `catalog`): look at the first character of
+        // code after them, not at any `{` (one may sit in the source name or a comment).
+        let before_block = pair
+            .clone()
+            .into_inner()
+            .filter(|p| matches!(p.as_rule(), Rule::string | Rule::kw_catalog))
+            .map(|p| p.as_span().end())
+            .max()
+            .unwrap_or(span.start);
+        let has_block = code_chars(&self.text[before_block..span.end.max(before_block)])
+            .find(|(_, c)| !c.is_whitespace())
+            .is_some_and(|(_, c)| c == '{');
         let mut inner = children(pair);
         let name = self.ident(inner.next());
         let source = self.string(inner.next());
@@ -841,12 +938,16 @@ impl Builder<'_> {
                         span: item_span,
                     });
                 }
-                Rule::compat_setting => self.unknown_setting(item, &DEFAULTS_KEYWORDS, Some(|w| match w {
-                    "timezone" => Some(Rule::default_timezone),
-                    "cap" => Some(Rule::default_cap),
-                    "consent" => Some(Rule::default_consent),
-                    _ => None,
-                })),
+                Rule::compat_setting => self.unknown_setting(
+                    item,
+                    &DEFAULTS_KEYWORDS,
+                    Some(|w| match w {
+                        "timezone" => Some(Rule::default_timezone),
+                        "cap" => Some(Rule::default_cap),
+                        "consent" => Some(Rule::default_consent),
+                        _ => None,
+                    }),
+                ),
                 _ => {}
             }
         }
@@ -927,17 +1028,21 @@ impl Builder<'_> {
                         span: item_span,
                     });
                 }
-                Rule::compat_setting => self.unknown_setting(item, &MOMENT_KEYWORDS, Some(|w| match w {
-                    "trigger" => Some(Rule::trigger_block),
-                    "message" => Some(Rule::message_block),
-                    "kpi" => Some(Rule::kpi_decl),
-                    "limit" => Some(Rule::limit_rule),
-                    "quiet" => Some(Rule::quiet_hours),
-                    "holdout" => Some(Rule::holdout_rule),
-                    "active" => Some(Rule::active_rule),
-                    "priority" => Some(Rule::priority_rule),
-                    _ => None,
-                })),
+                Rule::compat_setting => self.unknown_setting(
+                    item,
+                    &MOMENT_KEYWORDS,
+                    Some(|w| match w {
+                        "trigger" => Some(Rule::trigger_block),
+                        "message" => Some(Rule::message_block),
+                        "kpi" => Some(Rule::kpi_decl),
+                        "limit" => Some(Rule::limit_rule),
+                        "quiet" => Some(Rule::quiet_hours),
+                        "holdout" => Some(Rule::holdout_rule),
+                        "active" => Some(Rule::active_rule),
+                        "priority" => Some(Rule::priority_rule),
+                        _ => None,
+                    }),
+                ),
                 _ => {}
             }
         }
@@ -1061,15 +1166,19 @@ impl Builder<'_> {
                     delay: self.duration_value(children(clause).next()),
                     span: clause_span,
                 }),
-                Rule::compat_setting => self.unknown_setting(clause, &TRIGGER_KEYWORDS, Some(|w| match w {
-                    "on" => Some(Rule::on_event),
-                    "every" => Some(Rule::every),
-                    "let" => Some(Rule::let_clause),
-                    "where" => Some(Rule::where_clause),
-                    "unless" => Some(Rule::unless_clause),
-                    "wait" => Some(Rule::wait_clause),
-                    _ => None,
-                })),
+                Rule::compat_setting => self.unknown_setting(
+                    clause,
+                    &TRIGGER_KEYWORDS,
+                    Some(|w| match w {
+                        "on" => Some(Rule::on_event),
+                        "every" => Some(Rule::every),
+                        "let" => Some(Rule::let_clause),
+                        "where" => Some(Rule::where_clause),
+                        "unless" => Some(Rule::unless_clause),
+                        "wait" => Some(Rule::wait_clause),
+                        _ => None,
+                    }),
+                ),
                 _ => {}
             }
         }
@@ -1285,7 +1394,7 @@ impl Builder<'_> {
                     self.error(Code::NotADuration, span, format!("`{text}` has no unit"))
                         .with_label("a duration needs a unit")
                         .with_help(format!(
-                            "write `{text}h` for hours, `{text}d` for days; units are `s`, `m`, `h`, `d` and `w`"
+                            "write `{text}m` for minutes, `{text}h` for hours or `{text}d` for days"
                         )),
                 );
                 placeholder_duration(span)
@@ -1343,9 +1452,13 @@ impl Builder<'_> {
             })
             .unwrap_or_else(|| "write a 24-hour time like `09:00` or `21:30`".into());
         self.report(
-            self.error(Code::NotATime, span, format!("`{text}` is not a time of day"))
-                .with_label("expected `HH:MM`")
-                .with_help(hint),
+            self.error(
+                Code::NotATime,
+                span,
+                format!("`{text}` is not a time of day"),
+            )
+            .with_label("expected `HH:MM`")
+            .with_help(hint),
         );
         TimeOfDay {
             hour: 0,
@@ -1360,9 +1473,13 @@ impl Builder<'_> {
         let minute = m.parse::<u32>().unwrap_or(99);
         if hour > 23 || minute > 59 {
             self.report(
-                self.error(Code::InvalidLiteral, span, format!("`{text}` is not a time of day"))
-                    .with_label("hours go to 23, minutes to 59")
-                    .with_help("write a 24-hour time like `09:00` or `23:59`"),
+                self.error(
+                    Code::InvalidLiteral,
+                    span,
+                    format!("`{text}` is not a time of day"),
+                )
+                .with_label("hours go to 23, minutes to 59")
+                .with_help("write a 24-hour time like `09:00` or `23:59`"),
             );
             return TimeOfDay {
                 hour: 0,
@@ -1390,9 +1507,13 @@ impl Builder<'_> {
     fn parse_date(&self, text: &str, span: Span) -> chrono::NaiveDate {
         chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or_else(|_| {
             self.report(
-                self.error(Code::InvalidLiteral, span, format!("`{text}` is not a date"))
-                    .with_label("no such day")
-                    .with_help("write a real calendar date as `YYYY-MM-DD`"),
+                self.error(
+                    Code::InvalidLiteral,
+                    span,
+                    format!("`{text}` is not a date"),
+                )
+                .with_label("no such day")
+                .with_help("write a real calendar date as `YYYY-MM-DD`"),
             );
             chrono::NaiveDate::MIN
         })
@@ -1496,17 +1617,25 @@ impl Builder<'_> {
                             ("&&", "and", BinaryOp::And)
                         };
                         self.report(
-                            self.error(Code::SymbolOperator, op_span, format!("use `{good}` instead of `{bad}`"))
-                                .with_label("not an operator here")
-                                .with_help(format!("write `{good}`")),
+                            self.error(
+                                Code::SymbolOperator,
+                                op_span,
+                                format!("use `{good}` instead of `{bad}`"),
+                            )
+                            .with_label("not an operator here")
+                            .with_help(format!("write `{good}`")),
                         );
                         op
                     }
                     Rule::compat_assign => {
                         self.report(
-                            self.error(Code::AssignForEquals, op_span, "`=` assigns; to compare, use `==`")
-                                .with_label("comparison expected")
-                                .with_help("write `==`"),
+                            self.error(
+                                Code::AssignForEquals,
+                                op_span,
+                                "`=` assigns; to compare, use `==`",
+                            )
+                            .with_label("comparison expected")
+                            .with_help("write `==`"),
                         );
                         BinaryOp::Eq
                     }
@@ -1556,8 +1685,12 @@ impl Builder<'_> {
                         Ok(n) => literal(Literal::Int(n)),
                         Err(_) => {
                             self.report(
-                                self.error(Code::InvalidLiteral, span, format!("`{text}` is too large a number"))
-                                    .with_label("too large"),
+                                self.error(
+                                    Code::InvalidLiteral,
+                                    span,
+                                    format!("`{text}` is too large a number"),
+                                )
+                                .with_label("too large"),
                             );
                             literal(Literal::Int(0))
                         }
@@ -1583,15 +1716,25 @@ impl Builder<'_> {
                 let normalised = if text.as_bytes().get(16) == Some(&b':') {
                     text.to_string()
                 } else {
-                    format!("{}:00{}", &text[..16.min(text.len())], &text[16.min(text.len())..])
+                    format!(
+                        "{}:00{}",
+                        &text[..16.min(text.len())],
+                        &text[16.min(text.len())..]
+                    )
                 };
                 match chrono::DateTime::parse_from_rfc3339(&normalised) {
                     Ok(dt) => literal(Literal::DateTime(dt)),
                     Err(_) => {
                         self.report(
-                            self.error(Code::InvalidLiteral, span, format!("`{text}` is not a date and time"))
-                                .with_label("no such instant")
-                                .with_help("write `YYYY-MM-DDTHH:MM:SSZ`, with `Z` or an offset like `+01:00`"),
+                            self.error(
+                                Code::InvalidLiteral,
+                                span,
+                                format!("`{text}` is not a date and time"),
+                            )
+                            .with_label("no such instant")
+                            .with_help(
+                                "write `YYYY-MM-DDTHH:MM:SSZ`, with `Z` or an offset like `+01:00`",
+                            ),
                         );
                         literal(Literal::None)
                     }
@@ -1625,8 +1768,12 @@ impl Builder<'_> {
             Ok(amount) => Duration { amount, unit, span },
             Err(_) => {
                 self.report(
-                    self.error(Code::InvalidLiteral, span, format!("`{text}` is too long a duration"))
-                        .with_label("too large"),
+                    self.error(
+                        Code::InvalidLiteral,
+                        span,
+                        format!("`{text}` is too long a duration"),
+                    )
+                    .with_label("too large"),
                 );
                 placeholder_duration(span)
             }
@@ -1652,7 +1799,8 @@ impl Builder<'_> {
             ),
             None => (
                 format!("`{word}` is not a duration unit"),
-                "months and years vary in length: use days or weeks, like `30d` or `52w`".to_string(),
+                "months and years vary in length: use days or weeks, like `30d` or `52w`"
+                    .to_string(),
             ),
         };
         self.report(
@@ -1681,7 +1829,10 @@ impl Builder<'_> {
                 Rule::agg_where => condition = children(part).next().map(|p| self.expr(p)),
                 Rule::agg_within => {
                     let within_span = span_of(&part);
-                    let after_send = part.clone().into_inner().any(|p| p.as_rule() == Rule::kw_send);
+                    let after_send = part
+                        .clone()
+                        .into_inner()
+                        .any(|p| p.as_rule() == Rule::kw_send);
                     let duration = self.duration_value(children(part).next());
                     within = Some(Within {
                         duration,
@@ -1702,21 +1853,49 @@ impl Builder<'_> {
         let has_clauses = across.is_some() || condition.is_some() || within.is_some();
         let Some(aggregate_fn) = AggregateFn::from_name(&function.name) else {
             if has_clauses {
+                let help = did_you_mean(&function.name, AggregateFn::ALL.iter().map(|(n, _)| *n))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "aggregates are {}",
+                            one_of(AggregateFn::ALL.iter().map(|(n, _)| *n))
+                        )
+                    });
                 self.report(
                     self.error(
                         Code::AggregateForm,
-                        span,
+                        function.span,
                         format!("`{}` is not an aggregate: `where`, `within` and `across` go inside `count(…)`, `sum(…)` and the like", function.name),
                     )
-                    .with_help_opt(did_you_mean(&function.name, AggregateFn::ALL.iter().map(|(n, _)| *n))),
+                    .with_label("not an aggregate")
+                    .with_help(help),
                 );
+                // An aggregate over no event: the checker gives it no type and says no more.
+                return Expr {
+                    kind: ExprKind::Aggregate(Box::new(Aggregate {
+                        function: AggregateFn::Count,
+                        function_span: function.span,
+                        event: Ident {
+                            name: String::new(),
+                            span,
+                        },
+                        field: Vec::new(),
+                        across_customers: false,
+                        condition: None,
+                        within: None,
+                        then_field: Vec::new(),
+                    })),
+                    span,
+                };
             }
             if let Some(first) = then_field.first() {
                 self.report(
                     self.error(
                         Code::AggregateForm,
                         first.span,
-                        format!("only `last(…)` can be followed by a property, not `{}(…)`", function.name),
+                        format!(
+                            "only `last(…)` can be followed by a property, not `{}(…)`",
+                            function.name
+                        ),
                     )
                     .with_label("unexpected property"),
                 );
@@ -1733,7 +1912,10 @@ impl Builder<'_> {
                 self.error(
                     Code::AggregateForm,
                     extra.span,
-                    format!("`{}` takes one event, not a list of arguments", function.name),
+                    format!(
+                        "`{}` takes one event, not a list of arguments",
+                        function.name
+                    ),
                 )
                 .with_label("unexpected argument")
                 .with_help(format!(
@@ -1758,7 +1940,10 @@ impl Builder<'_> {
                     self.error(
                         Code::AggregateForm,
                         span,
-                        format!("`{}` aggregates events: name one, like {example}", function.name),
+                        format!(
+                            "`{}` aggregates events: name one, like {example}",
+                            function.name
+                        ),
                     )
                     .with_label("expected an event name"),
                 );
@@ -1837,6 +2022,15 @@ pub fn dedent(raw: &str) -> String {
         .join("\n")
 }
 
+/// The largest char boundary of `s` at or before `i`.
+pub fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 /// Map a byte offset in a string literal's value back to the source text, so that a
 /// problem inside a template can be underlined where it was written.
 pub fn value_offset_to_source(text: &str, literal: &StrLit, value_offset: usize) -> usize {
@@ -1851,7 +2045,7 @@ pub fn value_offset_to_source(text: &str, literal: &StrLit, value_offset: usize)
     };
     if literal.triple {
         // Find the value's line and column, then the same line in the source.
-        let before = &literal.value[..value_offset.min(literal.value.len())];
+        let before = &literal.value[..floor_char_boundary(&literal.value, value_offset)];
         let line = before.matches('\n').count();
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1);
         let mut raw_lines: Vec<(usize, &str)> = Vec::new();
@@ -1871,8 +2065,12 @@ pub fn value_offset_to_source(text: &str, literal: &StrLit, value_offset: usize)
             .unwrap_or(0);
         match raw_lines.get(line) {
             Some((start, l)) => {
-                let within = if l.trim().is_empty() { 0 } else { indent + column };
-                raw_start + start + within.min(l.len())
+                let within = if l.trim().is_empty() {
+                    0
+                } else {
+                    indent + column
+                };
+                floor_char_boundary(text, raw_start + start + within.min(l.len()))
             }
             None => literal.span.end,
         }
@@ -1921,13 +2119,18 @@ mod tests {
 
     #[test]
     fn precedence_follows_the_table() {
-        let parsed = parse_text(
-            "moment m \"t\" { trigger { on e where not a == 1 + 2 * 3 or b and c } }",
-        );
+        let parsed =
+            parse_text("moment m \"t\" { trigger { on e where not a == 1 + 2 * 3 or b and c } }");
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        let Item::Moment(m) = &parsed.file.items[0] else { panic!() };
-        let MomentItem::Trigger(t) = &m.items[0] else { panic!() };
-        let TriggerClause::Where { condition, .. } = &t.clauses[1] else { panic!() };
+        let Item::Moment(m) = &parsed.file.items[0] else {
+            panic!()
+        };
+        let MomentItem::Trigger(t) = &m.items[0] else {
+            panic!()
+        };
+        let TriggerClause::Where { condition, .. } = &t.clauses[1] else {
+            panic!()
+        };
         let ExprKind::Binary(BinaryOp::Or, left, right) = &condition.kind else {
             panic!("{condition:?}")
         };
@@ -1942,7 +2145,10 @@ mod tests {
         );
         let codes: Vec<&str> = parsed.diagnostics.iter().map(|d| d.code.as_str()).collect();
         assert!(codes.contains(&"moment::parse::syntax"), "{codes:?}");
-        assert!(codes.contains(&"moment::parse::unknown_setting"), "{codes:?}");
+        assert!(
+            codes.contains(&"moment::parse::unknown_setting"),
+            "{codes:?}"
+        );
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct Group {
 pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Group>> {
     let mut files = Vec::new();
     for path in paths {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot read `{}`: {e}", path.display())))?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot read `{}`: {e}", path.display()))
+        })?;
         if meta.is_dir() {
             walk(path, &mut files)?;
         } else {
@@ -40,7 +41,11 @@ pub fn discover(paths: &[PathBuf]) -> io::Result<Vec<Group>> {
     let mut groups: BTreeMap<PathBuf, Group> = BTreeMap::new();
     for file in files {
         let is_schema = file.file_name().is_some_and(|n| n == SCHEMA_FILE);
-        let schema = if is_schema { Some(file.clone()) } else { find_schema(&file) };
+        let schema = if is_schema {
+            Some(file.clone())
+        } else {
+            find_schema(&file)
+        };
         let root = schema
             .as_ref()
             .and_then(|s| s.parent())
@@ -108,8 +113,9 @@ pub fn read_source(path: &Path) -> io::Result<(SourceFile, Option<(usize, String
         Ok(text) => (SourceFile::new(path, text), None),
         Err(error) => {
             let at = error.utf8_error().valid_up_to();
+            let byte = error.as_bytes().get(at).copied().unwrap_or(0);
             let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
-            let message = format!("file is not valid UTF-8: byte {at} cannot start a character");
+            let message = format!("file is not valid UTF-8: the byte `0x{byte:02X}` is not text");
             (SourceFile::new(path, text), Some((at, message)))
         }
     })

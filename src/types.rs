@@ -115,12 +115,16 @@ impl Ty {
     /// Whether `<`, `>` and the like make sense between the two.
     pub fn orderable(&self, other: &Ty) -> bool {
         use TypeKind::*;
-        match (&self.kind, &other.kind) {
-            (Unknown, _) | (_, Unknown) => true,
-            (Int | Number, Int | Number) => true,
-            (Date, Date) | (DateTime, DateTime) | (Duration, Duration) | (Time, Time) => true,
-            _ => false,
-        }
+        matches!(
+            (&self.kind, &other.kind),
+            (Unknown, _)
+                | (_, Unknown)
+                | (Int | Number, Int | Number)
+                | (Date, Date)
+                | (DateTime, DateTime)
+                | (Duration, Duration)
+                | (Time, Time)
+        )
     }
 
     /// "a number", "text", "a list of text": for messages.
