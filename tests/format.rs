@@ -1564,3 +1564,16 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// (4) The corpus: good files as written, and their canonical form as snapshots
+
+#[test]
+fn corpus_files_format_to_their_snapshots() {
+    insta::glob!("fmt/*.moment", |path| {
+        let text = std::fs::read_to_string(path).expect("readable corpus file");
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let formatted = assert_sound(&name, &text);
+        insta::assert_snapshot!(formatted);
+    });
+}
