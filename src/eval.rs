@@ -1,0 +1,657 @@
+//! Compiled expressions and their evaluation.
+//!
+//! [`compile`] turns a checked expression (names known to resolve) into a [`CExpr`] once:
+//! traits become indexes, literals become [`Value`]s, percentages become fractions, function
+//! names become [`Func`]. [`eval`] then runs it against one customer's traits, the trigger
+//! event, the customer's history and the clock, with no name resolution per event.
+//!
+//! Evaluation never fails. A missing value makes a comparison false (`none` equals only
+//! `none`); division by zero gives `none`. Every evaluation has a budget of work ([`Fuel`]),
+//! so that a campaign cannot hang a run: when the budget is spent, the result is `none` and
+//! the caller reports it.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::ast::{self, AggregateFn, BinaryOp, ExprKind, Literal, UnaryOp};
+use crate::model::Schema;
+use crate::value::Value;
+
+/// A compiled expression.
+#[derive(Debug, Clone)]
+pub enum CExpr {
+    Lit(Value),
+    List(Vec<CExpr>),
+    /// `customer.NAME…`: the trait's index in [`TraitIndex`], then properties of a record.
+    Trait(usize, Vec<Arc<str>>),
+    /// `event.NAME…`: a property of the trigger event.
+    TriggerProp(Arc<str>, Vec<Arc<str>>),
+    /// `order_completed.NAME…` inside an aggregate (or `unless`) condition: the event at hand.
+    AggProp(Arc<str>, Vec<Arc<str>>),
+    /// A `let`, by position.
+    Let(usize),
+    Now,
+    SendAt,
+    SendId,
+    Not(Box<CExpr>),
+    Neg(Box<CExpr>),
+    Binary(BinaryOp, Box<CExpr>, Box<CExpr>),
+    Call(Func, Vec<CExpr>),
+    Aggregate(Box<CAggregate>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Default,
+    Lower,
+    Upper,
+    Len,
+    DaysSince,
+    HoursSince,
+    Date,
+    Abs,
+    Round,
+}
+
+/// A compiled aggregate over events.
+#[derive(Debug, Clone)]
+pub struct CAggregate {
+    pub function: AggregateFn,
+    /// The event's identifier.
+    pub event: Arc<str>,
+    /// The property aggregated (`sum(order_completed.total)`), or read (`last(…).total`).
+    pub field: Vec<Arc<str>>,
+    pub across_customers: bool,
+    pub condition: Option<CExpr>,
+    /// `within`, in seconds.
+    pub window: Option<i64>,
+}
+
+/// Trait names in a fixed order: a customer's traits are a `Vec<Value>` in this order.
+#[derive(Debug, Clone, Default)]
+pub struct TraitIndex {
+    pub names: Vec<Arc<str>>,
+    /// The schema default of each trait (`Value::Null` when none).
+    pub defaults: Vec<Value>,
+}
+
+impl TraitIndex {
+    pub fn new(schema: &Schema) -> TraitIndex {
+        let mut index = TraitIndex::default();
+        for (name, field) in &schema.traits {
+            index.names.push(Arc::from(name.as_str()));
+            index
+                .defaults
+                .push(field.default.as_ref().map_or(Value::Null, literal_value));
+        }
+        index
+    }
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| &**n == name)
+    }
+}
+
+/// The value of a literal expression (schema defaults, goals); `Null` for anything else.
+pub fn literal_value(expr: &ast::Expr) -> Value {
+    match &expr.kind {
+        ExprKind::Literal(l) => literal(l),
+        ExprKind::Unary(UnaryOp::Neg, inner) => match literal_value(inner) {
+            Value::Int(n) => Value::Int(-n),
+            Value::Number(n) => Value::Number(-n),
+            _ => Value::Null,
+        },
+        ExprKind::List(items) => Value::List(items.iter().map(literal_value).collect()),
+        _ => Value::Null,
+    }
+}
+
+fn literal(l: &Literal) -> Value {
+    match l {
+        Literal::Int(n) => Value::Int(*n),
+        Literal::Float(n) => Value::Number(*n),
+        Literal::Percent(p) => Value::Number(*p / 100.0),
+        Literal::Text(t) => Value::text(t),
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::None => Value::Null,
+        Literal::Duration(d) => Value::Duration(d.seconds().min(i64::MAX as u64) as i64),
+        Literal::Date(d) => Value::Date(*d),
+        Literal::DateTime(t) => Value::DateTime(t.with_timezone(&Utc)),
+        Literal::Time(t) => Value::Duration(i64::from(t.hour * 3600 + t.minute * 60)),
+    }
+}
+
+/// What a name means where an expression is compiled.
+pub struct Names<'a> {
+    pub traits: &'a TraitIndex,
+    /// `let` names visible, in order.
+    pub lets: &'a [String],
+    /// The event named in an aggregate or `unless` condition.
+    pub aggregated: Option<&'a str>,
+}
+
+/// Compile a checked expression. INVARIANT: the checker accepted it, so every name
+/// resolves; an unresolvable one (which the checker would have reported) compiles to `none`.
+pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
+    match &expr.kind {
+        ExprKind::Literal(l) => CExpr::Lit(literal(l)),
+        ExprKind::List(items) => CExpr::List(items.iter().map(|i| compile(i, names)).collect()),
+        ExprKind::Path(path) => {
+            let segments: Vec<&str> = path.segments.iter().map(|s| s.name.as_str()).collect();
+            let rest = |from: usize| -> Vec<Arc<str>> {
+                segments.iter().skip(from).map(|s| Arc::from(*s)).collect()
+            };
+            match segments.as_slice() {
+                ["customer", name, ..] => match names.traits.position(name) {
+                    Some(i) => CExpr::Trait(i, rest(2)),
+                    None => CExpr::Lit(Value::Null),
+                },
+                ["event", name, ..] => CExpr::TriggerProp(Arc::from(*name), rest(2)),
+                ["now"] => CExpr::Now,
+                ["send", "at"] => CExpr::SendAt,
+                ["send", "id"] => CExpr::SendId,
+                [first, ..] => {
+                    if let Some(i) = names.lets.iter().rposition(|l| l == first) {
+                        if segments.len() == 1 {
+                            return CExpr::Let(i);
+                        }
+                    }
+                    match (names.aggregated, segments.get(1)) {
+                        (Some(agg), Some(name)) if agg == *first => {
+                            CExpr::AggProp(Arc::from(*name), rest(2))
+                        }
+                        _ => CExpr::Lit(Value::Null),
+                    }
+                }
+                [] => CExpr::Lit(Value::Null),
+            }
+        }
+        ExprKind::Unary(UnaryOp::Not, inner) => CExpr::Not(Box::new(compile(inner, names))),
+        ExprKind::Unary(UnaryOp::Neg, inner) => CExpr::Neg(Box::new(compile(inner, names))),
+        ExprKind::Binary(op, left, right) => CExpr::Binary(
+            *op,
+            Box::new(compile(left, names)),
+            Box::new(compile(right, names)),
+        ),
+        ExprKind::Call { function, args } => {
+            let func = match function.name.as_str() {
+                "default" => Func::Default,
+                "lower" => Func::Lower,
+                "upper" => Func::Upper,
+                "len" => Func::Len,
+                "days_since" => Func::DaysSince,
+                "hours_since" => Func::HoursSince,
+                "date" => Func::Date,
+                "abs" => Func::Abs,
+                _ => Func::Round,
+            };
+            CExpr::Call(func, args.iter().map(|a| compile(a, names)).collect())
+        }
+        ExprKind::Aggregate(aggregate) => {
+            let inner = Names {
+                traits: names.traits,
+                lets: names.lets,
+                aggregated: Some(aggregate.event.name.as_str()),
+            };
+            let field = if aggregate.then_field.is_empty() {
+                &aggregate.field
+            } else {
+                &aggregate.then_field
+            };
+            CExpr::Aggregate(Box::new(CAggregate {
+                function: aggregate.function,
+                event: Arc::from(aggregate.event.name.as_str()),
+                field: field.iter().map(|f| Arc::from(f.name.as_str())).collect(),
+                across_customers: aggregate.across_customers,
+                condition: aggregate.condition.as_ref().map(|c| compile(c, &inner)),
+                window: aggregate
+                    .within
+                    .as_ref()
+                    .map(|w| w.duration.seconds().min(i64::MAX as u64) as i64),
+            }))
+        }
+    }
+}
+
+/// One event as the engine keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub at: DateTime<Utc>,
+    pub id: Arc<str>,
+    pub customer: Option<Arc<str>>,
+    pub properties: Arc<BTreeMap<Arc<str>, Value>>,
+}
+
+/// The events an aggregate looks at, oldest first.
+pub trait History {
+    /// The events named `event`: the customer's own, or everyone's with `across`.
+    fn events(&self, event: &str, across_customers: bool) -> &[EventRecord];
+}
+
+/// A budget of work for one evaluation.
+#[derive(Debug)]
+pub struct Fuel(Cell<u64>);
+
+impl Fuel {
+    pub fn new(units: u64) -> Fuel {
+        Fuel(Cell::new(units))
+    }
+    /// Spend one unit; false when the budget is spent.
+    fn burn(&self, units: u64) -> bool {
+        let left = self.0.get();
+        if left < units {
+            self.0.set(0);
+            false
+        } else {
+            self.0.set(left - units);
+            true
+        }
+    }
+    pub fn exhausted(&self) -> bool {
+        self.0.get() == 0
+    }
+}
+
+/// Everything an expression can read.
+pub struct Context<'a> {
+    /// The evaluation instant.
+    pub now: DateTime<Utc>,
+    pub zone: chrono_tz::Tz,
+    pub traits: &'a [Value],
+    pub trigger: Option<&'a EventRecord>,
+    /// The event at hand inside an aggregate or `unless` condition.
+    pub aggregated: Option<&'a EventRecord>,
+    pub lets: &'a [Value],
+    pub send: Option<(&'a str, DateTime<Utc>)>,
+    pub history: &'a dyn History,
+    /// Leave this event out of aggregates: the value "just before" it, for `crosses`.
+    pub exclude: Option<&'a str>,
+    pub fuel: &'a Fuel,
+}
+
+impl Context<'_> {
+    fn with_aggregated<'b>(&'b self, event: &'b EventRecord) -> Context<'b> {
+        Context {
+            now: self.now,
+            zone: self.zone,
+            traits: self.traits,
+            trigger: self.trigger,
+            aggregated: Some(event),
+            lets: self.lets,
+            send: self.send,
+            history: self.history,
+            exclude: self.exclude,
+            fuel: self.fuel,
+        }
+    }
+    fn excluding<'b>(&'b self, id: &'b str) -> Context<'b> {
+        Context {
+            now: self.now,
+            zone: self.zone,
+            traits: self.traits,
+            trigger: self.trigger,
+            aggregated: self.aggregated,
+            lets: self.lets,
+            send: self.send,
+            history: self.history,
+            exclude: Some(id),
+            fuel: self.fuel,
+        }
+    }
+}
+
+/// Whether a condition holds: only `true` counts; `none` (missing, out of fuel) does not.
+pub fn holds(expr: &CExpr, cx: &Context) -> bool {
+    matches!(eval(expr, cx), Value::Bool(true))
+}
+
+/// Evaluate an expression.
+pub fn eval(expr: &CExpr, cx: &Context) -> Value {
+    if !cx.fuel.burn(1) {
+        return Value::Null;
+    }
+    match expr {
+        CExpr::Lit(v) => v.clone(),
+        CExpr::List(items) => Value::List(items.iter().map(|i| eval(i, cx)).collect()),
+        CExpr::Trait(i, rest) => project(cx.traits.get(*i).cloned().unwrap_or(Value::Null), rest),
+        CExpr::TriggerProp(name, rest) => match cx.trigger {
+            Some(e) => project(e.properties.get(name).cloned().unwrap_or(Value::Null), rest),
+            None => Value::Null,
+        },
+        CExpr::AggProp(name, rest) => match cx.aggregated {
+            Some(e) => project(e.properties.get(name).cloned().unwrap_or(Value::Null), rest),
+            None => Value::Null,
+        },
+        CExpr::Let(i) => cx.lets.get(*i).cloned().unwrap_or(Value::Null),
+        CExpr::Now => Value::DateTime(cx.now),
+        CExpr::SendAt => cx.send.map_or(Value::Null, |(_, at)| Value::DateTime(at)),
+        CExpr::SendId => cx.send.map_or(Value::Null, |(id, _)| Value::text(id)),
+        CExpr::Not(inner) => match eval(inner, cx) {
+            Value::Bool(b) => Value::Bool(!b),
+            _ => Value::Null,
+        },
+        CExpr::Neg(inner) => match eval(inner, cx) {
+            Value::Int(n) => Value::Int(n.wrapping_neg()),
+            Value::Number(n) => Value::Number(-n),
+            Value::Duration(s) => Value::Duration(s.wrapping_neg()),
+            _ => Value::Null,
+        },
+        CExpr::Binary(op, left, right) => binary(*op, left, right, cx),
+        CExpr::Call(func, args) => call(*func, args, cx),
+        CExpr::Aggregate(aggregate) => self::aggregate(aggregate, cx),
+    }
+}
+
+/// Read properties of a record, projecting through lists of records.
+fn project(value: Value, rest: &[Arc<str>]) -> Value {
+    let mut value = value;
+    for name in rest {
+        value = match value {
+            Value::Record(fields) => fields.get(name).cloned().unwrap_or(Value::Null),
+            Value::List(items) => Value::List(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        Value::Record(fields) => fields.get(name).cloned().unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    })
+                    .collect(),
+            ),
+            _ => Value::Null,
+        };
+    }
+    value
+}
+
+/// Equality as the language means it: numbers by value, `none` equals only `none`.
+pub fn equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::Int(x), Value::Number(y)) | (Value::Number(y), Value::Int(x)) => (*x as f64) == *y,
+        (Value::List(x), Value::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| equal(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
+        (Value::Date(x), Value::Date(y)) => Some(x.cmp(y)),
+        (Value::DateTime(x), Value::DateTime(y)) => Some(x.cmp(y)),
+        (Value::Duration(x), Value::Duration(y)) => Some(x.cmp(y)),
+        (Value::Text(x), Value::Text(y)) => Some(x.cmp(y)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
+fn contains(collection: &Value, item: &Value) -> Option<bool> {
+    match (collection, item) {
+        (_, Value::Null) | (Value::Null, _) => None,
+        (Value::List(items), _) => Some(items.iter().any(|i| equal(i, item))),
+        (Value::Text(haystack), Value::Text(needle)) => Some(haystack.contains(&**needle)),
+        _ => None,
+    }
+}
+
+fn binary(op: BinaryOp, left: &CExpr, right: &CExpr, cx: &Context) -> Value {
+    use std::cmp::Ordering::*;
+    match op {
+        BinaryOp::And => match eval(left, cx) {
+            Value::Bool(false) => Value::Bool(false),
+            Value::Bool(true) => match eval(right, cx) {
+                Value::Bool(b) => Value::Bool(b),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        },
+        BinaryOp::Or => match eval(left, cx) {
+            Value::Bool(true) => Value::Bool(true),
+            l => match (l, eval(right, cx)) {
+                (_, Value::Bool(true)) => Value::Bool(true),
+                (Value::Bool(false), Value::Bool(false)) => Value::Bool(false),
+                _ => Value::Null,
+            },
+        },
+        BinaryOp::Crosses => {
+            // Just before the trigger event, and with it.
+            let Some(trigger) = cx.trigger else {
+                return Value::Null;
+            };
+            let before = eval(left, &cx.excluding(&trigger.id));
+            let after = eval(left, cx);
+            let threshold = eval(right, cx);
+            match (order(&before, &threshold), order(&after, &threshold)) {
+                (Some(Less), Some(Greater | Equal)) => Value::Bool(true),
+                (Some(_), Some(_)) => Value::Bool(false),
+                // No history before the event counts as nothing yet.
+                (None, Some(Greater | Equal)) if before.is_null() => Value::Bool(true),
+                _ => Value::Bool(false),
+            }
+        }
+        _ => {
+            let l = eval(left, cx);
+            let r = eval(right, cx);
+            match op {
+                BinaryOp::Eq => Value::Bool(equal(&l, &r)),
+                BinaryOp::Ne => Value::Bool(!equal(&l, &r)),
+                BinaryOp::Lt => {
+                    order(&l, &r).map_or(Value::Bool(false), |o| Value::Bool(o == Less))
+                }
+                BinaryOp::Le => {
+                    order(&l, &r).map_or(Value::Bool(false), |o| Value::Bool(o != Greater))
+                }
+                BinaryOp::Gt => {
+                    order(&l, &r).map_or(Value::Bool(false), |o| Value::Bool(o == Greater))
+                }
+                BinaryOp::Ge => {
+                    order(&l, &r).map_or(Value::Bool(false), |o| Value::Bool(o != Less))
+                }
+                BinaryOp::In => Value::Bool(contains(&r, &l).unwrap_or(false)),
+                BinaryOp::Contains => Value::Bool(contains(&l, &r).unwrap_or(false)),
+                _ => arithmetic(op, l, r),
+            }
+        }
+    }
+}
+
+fn arithmetic(op: BinaryOp, l: Value, r: Value) -> Value {
+    use Value::*;
+    match (op, l, r) {
+        (BinaryOp::Add, Int(a), Int(b)) => a.checked_add(b).map_or(Null, Int),
+        (BinaryOp::Sub, Int(a), Int(b)) => a.checked_sub(b).map_or(Null, Int),
+        (BinaryOp::Mul, Int(a), Int(b)) => a.checked_mul(b).map_or(Null, Int),
+        (BinaryOp::Add, Text(a), Text(b)) => Value::text(&format!("{a}{b}")),
+        (BinaryOp::Add | BinaryOp::Sub, DateTime(t), Duration(s)) => {
+            let d = chrono::Duration::try_seconds(if op == BinaryOp::Sub { -s } else { s });
+            d.and_then(|d| t.checked_add_signed(d))
+                .map_or(Null, DateTime)
+        }
+        (BinaryOp::Add, Duration(s), DateTime(t)) => chrono::Duration::try_seconds(s)
+            .and_then(|d| t.checked_add_signed(d))
+            .map_or(Null, DateTime),
+        (BinaryOp::Add | BinaryOp::Sub, Date(d), Duration(s)) => {
+            let days = s.div_euclid(86_400);
+            let days = if op == BinaryOp::Sub { -days } else { days };
+            chrono::Duration::try_days(days)
+                .and_then(|delta| d.checked_add_signed(delta))
+                .map_or(Null, Date)
+        }
+        (BinaryOp::Sub, DateTime(a), DateTime(b)) => Duration((a - b).num_seconds()),
+        (BinaryOp::Add, Duration(a), Duration(b)) => a.checked_add(b).map_or(Null, Duration),
+        (BinaryOp::Sub, Duration(a), Duration(b)) => a.checked_sub(b).map_or(Null, Duration),
+        (BinaryOp::Mul, Duration(s), n) | (BinaryOp::Mul, n, Duration(s)) => match n.as_f64() {
+            Some(f) => Duration((s as f64 * f) as i64),
+            None => Null,
+        },
+        (BinaryOp::Div, Duration(s), n) => match n.as_f64() {
+            Some(f) if f != 0.0 => Duration((s as f64 / f) as i64),
+            _ => Null,
+        },
+        (op, a, b) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => {
+                let result = match op {
+                    BinaryOp::Add => x + y,
+                    BinaryOp::Sub => x - y,
+                    BinaryOp::Mul => x * y,
+                    BinaryOp::Div if y != 0.0 => x / y,
+                    _ => return Null,
+                };
+                if result.is_finite() {
+                    Number(result)
+                } else {
+                    Null
+                }
+            }
+            _ => Null,
+        },
+    }
+}
+
+fn call(func: Func, args: &[CExpr], cx: &Context) -> Value {
+    let first = args.first().map_or(Value::Null, |a| eval(a, cx));
+    let local_today = cx.now.with_timezone(&cx.zone).date_naive();
+    match func {
+        Func::Default => {
+            if first.is_null() {
+                args.get(1).map_or(Value::Null, |a| eval(a, cx))
+            } else {
+                first
+            }
+        }
+        Func::Lower => first
+            .as_str()
+            .map_or(Value::Null, |s| Value::text(&s.to_lowercase())),
+        Func::Upper => first
+            .as_str()
+            .map_or(Value::Null, |s| Value::text(&s.to_uppercase())),
+        Func::Len => match first {
+            Value::List(items) => Value::Int(items.len() as i64),
+            Value::Text(t) => Value::Int(t.chars().count() as i64),
+            _ => Value::Null,
+        },
+        Func::DaysSince => match first {
+            Value::Date(d) => Value::Int((local_today - d).num_days()),
+            Value::DateTime(t) => {
+                Value::Int((local_today - t.with_timezone(&cx.zone).date_naive()).num_days())
+            }
+            _ => Value::Null,
+        },
+        Func::HoursSince => match first {
+            Value::DateTime(t) => Value::Int((cx.now - t).num_hours()),
+            _ => Value::Null,
+        },
+        Func::Date => match first {
+            Value::DateTime(t) => Value::Date(t.with_timezone(&cx.zone).date_naive()),
+            _ => Value::Null,
+        },
+        Func::Abs => match first {
+            Value::Int(n) => Value::Int(n.wrapping_abs()),
+            Value::Number(n) => Value::Number(n.abs()),
+            _ => Value::Null,
+        },
+        Func::Round => match first.as_f64() {
+            Some(f) if f.is_finite() && f.abs() < 9.0e18 => Value::Int(f.round() as i64),
+            _ => Value::Null,
+        },
+    }
+}
+
+fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
+    let events = cx
+        .history
+        .events(&aggregate.event, aggregate.across_customers);
+    // Events up to the evaluation instant, inclusive; within the window if there is one.
+    let end = events.partition_point(|e| e.at <= cx.now);
+    let start = match aggregate.window {
+        Some(seconds) => match chrono::Duration::try_seconds(seconds)
+            .and_then(|w| cx.now.checked_sub_signed(w))
+        {
+            Some(from) => events[..end].partition_point(|e| e.at < from),
+            None => 0,
+        },
+        None => 0,
+    };
+    let in_range = &events[start..end];
+    if !cx.fuel.burn(in_range.len() as u64) {
+        return Value::Null;
+    }
+    let matching = in_range.iter().filter(|e| {
+        cx.exclude != Some(&*e.id)
+            && aggregate
+                .condition
+                .as_ref()
+                .is_none_or(|c| holds(c, &cx.with_aggregated(e)))
+    });
+    let field = |e: &EventRecord| -> Value {
+        match aggregate.field.split_first() {
+            Some((first, rest)) => project(
+                e.properties.get(first).cloned().unwrap_or(Value::Null),
+                rest,
+            ),
+            None => Value::Null,
+        }
+    };
+    match aggregate.function {
+        AggregateFn::Count | AggregateFn::Rate => Value::Int(matching.count() as i64),
+        AggregateFn::Did => Value::Bool(matching.take(1).count() == 1),
+        AggregateFn::Last => matching.last().map_or(Value::Null, field),
+        AggregateFn::Sum => {
+            let mut int_sum: Option<i64> = Some(0);
+            let mut float_sum = 0.0;
+            for value in matching.map(field) {
+                match value {
+                    Value::Int(n) => {
+                        int_sum = int_sum.and_then(|s| s.checked_add(n));
+                        float_sum += n as f64;
+                    }
+                    Value::Number(n) => {
+                        int_sum = None;
+                        float_sum += n;
+                    }
+                    _ => {}
+                }
+            }
+            match int_sum {
+                Some(n) => Value::Int(n),
+                None => Value::Number(float_sum),
+            }
+        }
+        AggregateFn::Avg => {
+            let (sum, count) = matching
+                .filter_map(|e| field(e).as_f64())
+                .fold((0.0, 0u64), |(s, c), v| (s + v, c + 1));
+            if count == 0 {
+                Value::Null
+            } else {
+                Value::Number(sum / count as f64)
+            }
+        }
+        AggregateFn::Min | AggregateFn::Max => {
+            let want = if aggregate.function == AggregateFn::Min {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            };
+            matching
+                .map(field)
+                .filter(|v| !v.is_null())
+                .fold(Value::Null, |best, v| {
+                    if best.is_null() || order(&v, &best) == Some(want) {
+                        v
+                    } else {
+                        best
+                    }
+                })
+        }
+    }
+}
+
+/// Today's local date for a zone (used by callers that need the same notion as `eval`).
+pub fn local_date(at: DateTime<Utc>, zone: chrono_tz::Tz) -> NaiveDate {
+    at.with_timezone(&zone).date_naive()
+}

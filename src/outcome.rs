@@ -1,0 +1,102 @@
+//! What running the campaigns produces: entries with their fate, and sends.
+//!
+//! The engine computes these; the state store keeps them; delivery sends them; reports and
+//! `explain` read them. Serialised as one JSON object per line (`entries.ndjson`,
+//! `sends.ndjson`, the outbox) with the field names below.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The single fate of an entry, in the order they are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fate {
+    /// An `unless` event came after the trigger and before the send.
+    Cancelled,
+    /// Outside the moment's `active` dates.
+    Inactive,
+    /// The channel's consent condition was false at the send instant.
+    NoConsent,
+    /// The moment's own `limit`.
+    Limited,
+    /// The global cap of the `defaults`.
+    Capped,
+    /// In the holdout: recorded, never sent.
+    Control,
+    Sent,
+}
+
+impl Fate {
+    pub const ALL: [Fate; 7] = [
+        Fate::Cancelled,
+        Fate::Inactive,
+        Fate::NoConsent,
+        Fate::Limited,
+        Fate::Capped,
+        Fate::Control,
+        Fate::Sent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fate::Cancelled => "cancelled",
+            Fate::Inactive => "inactive",
+            Fate::NoConsent => "no_consent",
+            Fate::Limited => "limited",
+            Fate::Capped => "capped",
+            Fate::Control => "control",
+            Fate::Sent => "sent",
+        }
+    }
+}
+
+impl fmt::Display for Fate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Treatment (sent) or control (held out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    Treatment,
+    Control,
+}
+
+/// One trigger occurrence for one customer, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub moment: String,
+    pub customer_id: String,
+    pub trigger_at: DateTime<Utc>,
+    /// Trigger instant + the larger of `wait` and the `unless` window.
+    pub due_at: DateTime<Utc>,
+    /// `None` while the entry is still pending (due after `now`).
+    pub fate: Option<Fate>,
+    /// In words: "cancelled: Order Completed at 10:23, within 1h of the trigger".
+    pub reason: String,
+    /// Present for `sent` and `control`.
+    pub send_id: Option<String>,
+}
+
+/// A message decided at an instant: sent to the customer, or recorded for the control group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Send {
+    /// Stable: derived from moment, customer and trigger (event id or instant).
+    pub send_id: String,
+    pub moment: String,
+    pub customer_id: String,
+    /// `email`, `sms`, `push`, `in_app` or `webhook`.
+    pub channel: String,
+    pub group: Group,
+    pub trigger_at: DateTime<Utc>,
+    /// The instant it was (or, for control, would have been) sent: the due time moved
+    /// past quiet hours.
+    pub sent_at: DateTime<Utc>,
+    /// Every field of the message, rendered.
+    pub message: BTreeMap<String, String>,
+}

@@ -1,0 +1,299 @@
+//! The evaluator on small hand-written histories; every expected value is worked out by hand.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use moments::check::check;
+use moments::diagnostic::{SourceFile, Sources};
+use moments::eval::{compile, eval, holds, Context, EventRecord, Fuel, History, Names, TraitIndex};
+use moments::model::Model;
+use moments::value::Value;
+
+const SCHEMA: &str = r#"
+customer {
+  first_name: text?
+  tier: text = "standard"
+  points: int?
+}
+event order_completed "Order Completed" {
+  order_id: text
+  total: number
+  products: list<{ product_id: text, quantity: int }>
+}
+event product_viewed "Product Viewed" { product_id: text, price: number }
+event points_earned "Points Earned" { points: int }
+"#;
+
+/// A model whose one moment has `where CONDITION` on `trigger_event`.
+fn model(trigger_event: &str, condition: &str) -> Model {
+    let moment = format!(
+        "moment m \"m\" {{\n  trigger {{\n    on {trigger_event}\n    where {condition}\n  }}\n  message sms {{ text \"hi\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n}}\n"
+    );
+    let mut sources = Sources::default();
+    let schema = sources.add(SourceFile::new("schema.moment", SCHEMA));
+    let id = sources.add(SourceFile::new("m.moment", moment));
+    let checked = check(&sources, Some(schema), &[id]);
+    assert!(checked.diagnostics.is_empty(), "{:?}", checked.diagnostics);
+    checked.model.expect("valid")
+}
+
+fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, minute, 0)
+        .unwrap()
+}
+
+fn event(id: &str, when: DateTime<Utc>, props: &[(&str, Value)]) -> EventRecord {
+    EventRecord {
+        at: when,
+        id: Arc::from(id),
+        customer: Some(Arc::from("c1")),
+        properties: Arc::new(
+            props
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .collect(),
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Events(HashMap<(String, bool), Vec<EventRecord>>);
+
+impl History for Events {
+    fn events(&self, event: &str, across: bool) -> &[EventRecord] {
+        self.0
+            .get(&(event.to_string(), across))
+            .map_or(&[], |v| v.as_slice())
+    }
+}
+
+fn order(id: &str, when: DateTime<Utc>, total: f64, products: &[&str]) -> EventRecord {
+    let products: Vec<Value> = products
+        .iter()
+        .map(|p| {
+            let mut record = BTreeMap::new();
+            record.insert(Arc::from("product_id"), Value::text(p));
+            record.insert(Arc::from("quantity"), Value::Int(1));
+            Value::Record(Arc::new(record))
+        })
+        .collect();
+    event(
+        id,
+        when,
+        &[
+            ("order_id", Value::text(id)),
+            ("total", Value::Number(total)),
+            ("products", Value::List(products.into())),
+        ],
+    )
+}
+
+/// Evaluate the moment's condition at `now` for the trigger event, with these traits.
+fn evaluate(
+    model: &Model,
+    history: &Events,
+    trigger: &EventRecord,
+    traits: &[(&str, Value)],
+) -> Value {
+    let index = TraitIndex::new(&model.schema);
+    let mut values = index.defaults.clone();
+    for (name, value) in traits {
+        values[index.position(name).unwrap()] = value.clone();
+    }
+    let condition = &model.moments[0].trigger.conditions[0];
+    let compiled = compile(
+        condition,
+        &Names {
+            traits: &index,
+            lets: &[],
+            aggregated: None,
+        },
+    );
+    let fuel = Fuel::new(100_000);
+    let cx = Context {
+        now: trigger.at,
+        zone: chrono_tz::Europe::London,
+        traits: &values,
+        trigger: Some(trigger),
+        aggregated: None,
+        lets: &[],
+        send: None,
+        history,
+        exclude: None,
+        fuel: &fuel,
+    };
+    let value = eval(&compiled, &cx);
+    assert_eq!(holds(&compiled, &cx), value == Value::Bool(true));
+    value
+}
+
+#[test]
+fn windows_include_the_evaluation_instant_and_exclude_older_events() {
+    let model = model("order_completed", "count(order_completed within 1h) == 2");
+    let mut history = Events::default();
+    // 09:00 is exactly 1h before 10:00: inside. 08:59 is outside. 10:00 is the trigger itself.
+    let orders = vec![
+        order("o0", at(20, 8, 59), 10.0, &[]),
+        order("o1", at(20, 9, 0), 10.0, &[]),
+        order("o2", at(20, 10, 0), 10.0, &[]),
+    ];
+    history
+        .0
+        .insert(("order_completed".into(), false), orders.clone());
+    assert_eq!(
+        evaluate(&model, &history, &orders[2], &[]),
+        Value::Bool(true)
+    );
+}
+
+#[test]
+fn crosses_compares_just_before_and_with_the_trigger_event() {
+    // Totals 600 then 500: 600 before, 1100 with the second order — crosses 1000.
+    let model = model("order_completed", "sum(order_completed.total) crosses 1000");
+    let mut history = Events::default();
+    let orders = vec![
+        order("o1", at(1, 9, 0), 600.0, &[]),
+        order("o2", at(2, 9, 0), 500.0, &[]),
+    ];
+    history
+        .0
+        .insert(("order_completed".into(), false), orders.clone());
+    assert_eq!(
+        evaluate(&model, &history, &orders[1], &[]),
+        Value::Bool(true)
+    );
+    // A third order of 200 (1300 total) does not cross again.
+    let mut more = orders.clone();
+    more.push(order("o3", at(3, 9, 0), 200.0, &[]));
+    history
+        .0
+        .insert(("order_completed".into(), false), more.clone());
+    assert_eq!(
+        evaluate(&model, &history, &more[2], &[]),
+        Value::Bool(false)
+    );
+    // A single first order of 1000 crosses from nothing.
+    let first = vec![order("o1", at(1, 9, 0), 1000.0, &[])];
+    history
+        .0
+        .insert(("order_completed".into(), false), first.clone());
+    assert_eq!(
+        evaluate(&model, &history, &first[0], &[]),
+        Value::Bool(true)
+    );
+}
+
+#[test]
+fn missing_values_make_comparisons_false_and_defaults_fill_them() {
+    let empty = Events::default();
+    let view = event(
+        "v1",
+        at(5, 12, 0),
+        &[
+            ("product_id", Value::text("p1")),
+            ("price", Value::Number(30.0)),
+        ],
+    );
+    // `points` is missing: `default` gives 0, and 0 + 10 < 20.
+    let model1 = model("product_viewed", "default(customer.points, 0) + 10 < 20");
+    assert_eq!(evaluate(&model1, &empty, &view, &[]), Value::Bool(true));
+    // Present: 15 + 10 = 25, not < 20.
+    assert_eq!(
+        evaluate(&model1, &empty, &view, &[("points", Value::Int(15))]),
+        Value::Bool(false)
+    );
+    // `==` on a missing value is false, `!= none` too.
+    let model2 = model("product_viewed", "customer.first_name == \"Ada\"");
+    assert_eq!(evaluate(&model2, &empty, &view, &[]), Value::Bool(false));
+    // The trait default applies: tier is "standard".
+    let model3 = model("product_viewed", "customer.tier == \"standard\"");
+    assert_eq!(evaluate(&model3, &empty, &view, &[]), Value::Bool(true));
+}
+
+#[test]
+fn paths_project_through_lists_of_records() {
+    // Two of the three orders in the last 24h across customers contain p1.
+    let model = model(
+        "product_viewed",
+        "count(order_completed across customers where event.product_id in order_completed.products.product_id within 24h) == 2",
+    );
+    let mut history = Events::default();
+    history.0.insert(
+        ("order_completed".into(), true),
+        vec![
+            order("a", at(4, 11, 0), 5.0, &["p1"]), // more than 24h before: out
+            order("b", at(5, 1, 0), 5.0, &["p1", "p2"]),
+            order("c", at(5, 2, 0), 5.0, &["p3"]),
+            order("d", at(5, 3, 0), 5.0, &["p1"]),
+        ],
+    );
+    let view = event(
+        "v1",
+        at(5, 12, 0),
+        &[
+            ("product_id", Value::text("p1")),
+            ("price", Value::Number(3.0)),
+        ],
+    );
+    assert_eq!(evaluate(&model, &history, &view, &[]), Value::Bool(true));
+}
+
+#[test]
+fn sums_of_whole_numbers_stay_whole_and_averages_of_nothing_are_missing() {
+    let model1 = model("points_earned", "sum(points_earned.points) == 520");
+    let mut history = Events::default();
+    let earned = vec![
+        event("p1", at(1, 9, 0), &[("points", Value::Int(500))]),
+        event("p2", at(2, 9, 0), &[("points", Value::Int(20))]),
+    ];
+    history
+        .0
+        .insert(("points_earned".into(), false), earned.clone());
+    assert_eq!(
+        evaluate(&model1, &history, &earned[1], &[]),
+        Value::Bool(true)
+    );
+    // No orders: the average is none, and a comparison with none is false.
+    let model2 = model("points_earned", "avg(order_completed.total) >= 0");
+    assert_eq!(
+        evaluate(&model2, &history, &earned[1], &[]),
+        Value::Bool(false)
+    );
+}
+
+#[test]
+fn evaluation_stops_when_its_budget_is_spent() {
+    let model = model("order_completed", "count(order_completed) >= 0");
+    let index = TraitIndex::new(&model.schema);
+    let compiled = compile(
+        &model.moments[0].trigger.conditions[0],
+        &Names {
+            traits: &index,
+            lets: &[],
+            aggregated: None,
+        },
+    );
+    let mut history = Events::default();
+    let orders: Vec<EventRecord> = (0..1000)
+        .map(|i| order(&format!("o{i}"), at(1, 0, 0), 1.0, &[]))
+        .collect();
+    history
+        .0
+        .insert(("order_completed".into(), false), orders.clone());
+    let fuel = Fuel::new(50);
+    let cx = Context {
+        now: at(1, 0, 0),
+        zone: chrono_tz::UTC,
+        traits: &index.defaults,
+        trigger: Some(&orders[0]),
+        aggregated: None,
+        lets: &[],
+        send: None,
+        history: &history,
+        exclude: None,
+        fuel: &fuel,
+    };
+    assert_eq!(eval(&compiled, &cx), Value::Bool(false));
+    assert!(fuel.exhausted());
+}
