@@ -580,7 +580,7 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     if !cx.fuel.burn(in_range.len() as u64) {
         return Value::Null;
     }
-    let matching = in_range.iter().filter(|e| {
+    let mut matching = in_range.iter().filter(|e| {
         cx.exclude != Some(&*e.id)
             && aggregate
                 .condition
@@ -599,7 +599,7 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     match aggregate.function {
         AggregateFn::Count | AggregateFn::Rate => Value::Int(matching.count() as i64),
         AggregateFn::Did => Value::Bool(matching.take(1).count() == 1),
-        AggregateFn::Last => matching.last().map_or(Value::Null, field),
+        AggregateFn::Last => matching.next_back().map_or(Value::Null, field),
         AggregateFn::Sum => {
             let mut int_sum: Option<i64> = Some(0);
             let mut float_sum = 0.0;

@@ -1,0 +1,1029 @@
+//! The engine: the checked campaigns run over customer data, up to `now`.
+//!
+//! A deterministic function of (model, records up to `now`): records arrive in time order
+//! (`Record::order_key`), and the engine advances a clock through three kinds of happenings,
+//! in time order, with ties broken as written here:
+//!
+//! 1. data records at an instant (traits change, events join the customers' histories and
+//!    fire `on EVENT` triggers);
+//! 2. timed triggers due at that instant (`every`, anniversaries, `DUR before|after`);
+//! 3. decisions on entries whose send instant has come, in order of priority (higher first),
+//!    then moment id, then customer id.
+//!
+//! Every trigger occurrence that passes its `where` becomes an [`Entry`]; at its send
+//! instant (due time moved past quiet hours) it meets exactly one [`Fate`], checked in the
+//! order of the language: cancelled, inactive, no_consent, limited, capped, control, sent.
+//! Nothing after `now` is decided: such entries come back pending.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::eval::{self, CExpr, Context, EventRecord, Fuel, History, Names, TraitIndex};
+use crate::model::{Channel, Model, TriggerSource};
+use crate::outcome::{Entry, Fate, Group, Send};
+use crate::schedule;
+use crate::value::{Record, RecordKind, Value};
+
+/// Work allowed for one evaluation of a user-written expression.
+pub const FUEL_PER_EVALUATION: u64 = 1_000_000;
+
+/// What the engine produced.
+#[derive(Debug, Default)]
+pub struct RunOutput {
+    /// Decided entries, and pending ones (fate `None`), sorted by (moment, customer, trigger).
+    pub entries: Vec<Entry>,
+    /// Sent and control sends, sorted by (sent_at, send_id).
+    pub sends: Vec<Send>,
+    /// Evaluations that ran out of fuel (their condition counted as false).
+    pub out_of_fuel: u64,
+}
+
+/// Decisions waiting, earliest first: (send instant, priority — higher first, moment id,
+/// customer id, key into `pending_store`). The tuple order is the decision order.
+type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, Arc<str>, Arc<str>, u64)>>;
+/// Date triggers waiting: (instant, moment index, customer id, the trait value scheduled for).
+type TimerQueue = BinaryHeap<Reverse<(DateTime<Utc>, usize, Arc<str>, String)>>;
+
+/// One moment, compiled.
+struct MomentPlan {
+    id: Arc<str>,
+    title: String,
+    priority: u64,
+    source: TriggerSource,
+    lets: Vec<CExpr>,
+    conditions: Vec<CExpr>,
+    unless: Vec<(Arc<str>, Option<CExpr>, Option<i64>)>,
+    delay_seconds: u64,
+    quiet: Option<(crate::ast::TimeOfDay, crate::ast::TimeOfDay)>,
+    holdout_percent: f64,
+    active: Option<(chrono::NaiveDate, Option<chrono::NaiveDate>)>,
+    limit: Option<(u64, Option<i64>)>,
+    channel: Channel,
+    /// Field name → template name in the environment.
+    fields: Vec<String>,
+    /// The `let` names, for templates.
+    let_names: Vec<String>,
+}
+
+/// A trigger occurrence waiting for its send instant.
+#[derive(Debug, Clone)]
+struct Pending {
+    moment: usize,
+    customer: Arc<str>,
+    trigger_at: DateTime<Utc>,
+    trigger_key: String,
+    trigger_event: Option<EventRecord>,
+    due_at: DateTime<Utc>,
+    send_at: DateTime<Utc>,
+    lets: Vec<Value>,
+}
+
+#[derive(Default)]
+struct Customer {
+    traits: Vec<Value>,
+    history: HashMap<Arc<str>, Vec<EventRecord>>,
+    /// Send instants per moment (sent and control), for `limit`.
+    moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
+    /// Send instants across moments (sent only), for the cap.
+    sends: Vec<DateTime<Utc>>,
+}
+
+/// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
+struct Histories<'a> {
+    own: &'a HashMap<Arc<str>, Vec<EventRecord>>,
+    all: &'a HashMap<Arc<str>, Vec<EventRecord>>,
+}
+
+impl History for Histories<'_> {
+    fn events(&self, event: &str, across_customers: bool) -> &[EventRecord] {
+        let source = if across_customers { self.all } else { self.own };
+        source.get(event).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// Run the campaigns over `records` (in time order) up to `now`; entries triggered before
+/// `from` are not reported (their effect on limits and caps still counts).
+pub fn run(
+    model: &Model,
+    records: impl Iterator<Item = Record>,
+    from: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> RunOutput {
+    Engine::new(model).run(records, from, now)
+}
+
+struct Engine<'m> {
+    model: &'m Model,
+    traits: TraitIndex,
+    zone_trait: Option<usize>,
+    default_zone: Tz,
+    moments: Vec<MomentPlan>,
+    consent: BTreeMap<Channel, CExpr>,
+    templates: minijinja::Environment<'static>,
+    customers: HashMap<Arc<str>, Customer>,
+    /// Every customer's events, for `across customers` (only of events some moment reads so).
+    shop_history: HashMap<Arc<str>, Vec<EventRecord>>,
+    across_events: Vec<Arc<str>>,
+    pending: DecisionQueue,
+    pending_store: HashMap<u64, Pending>,
+    next_pending: u64,
+    timers: TimerQueue,
+    out: RunOutput,
+}
+
+impl<'m> Engine<'m> {
+    fn new(model: &'m Model) -> Engine<'m> {
+        let traits = TraitIndex::new(&model.schema);
+        let zone_trait = model
+            .schema
+            .traits
+            .iter()
+            .find(|(_, f)| f.ty.kind == crate::types::TypeKind::Timezone)
+            .and_then(|(name, _)| traits.position(name));
+        let mut templates = minijinja::Environment::new();
+        templates.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        let mut moments = Vec::new();
+        let mut across_events: Vec<Arc<str>> = Vec::new();
+        for m in &model.moments {
+            let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
+            let mut lets = Vec::new();
+            for (i, l) in m.trigger.lets.iter().enumerate() {
+                let names = Names {
+                    traits: &traits,
+                    lets: &let_names[..i],
+                    aggregated: None,
+                };
+                lets.push(eval::compile(&l.value, &names));
+            }
+            let names = Names {
+                traits: &traits,
+                lets: &let_names,
+                aggregated: None,
+            };
+            let conditions: Vec<CExpr> = m
+                .trigger
+                .conditions
+                .iter()
+                .map(|c| eval::compile(c, &names))
+                .collect();
+            let unless = m
+                .trigger
+                .unless
+                .iter()
+                .map(|u| {
+                    let inner = Names {
+                        traits: &traits,
+                        lets: &let_names,
+                        aggregated: Some(&u.event),
+                    };
+                    (
+                        Arc::from(u.event.as_str()),
+                        u.condition.as_ref().map(|c| eval::compile(c, &inner)),
+                        u.within.map(|w| w.seconds().min(i64::MAX as u64) as i64),
+                    )
+                })
+                .collect();
+            for expr in lets.iter().chain(conditions.iter()) {
+                collect_across(expr, &mut across_events);
+            }
+            let mut fields = Vec::new();
+            for (field, source) in &m.message.fields {
+                let name = format!("{}/{}", m.id, field);
+                // INVARIANT: the checker compiled every template already.
+                let _ = templates.add_template_owned(name.clone(), source.clone());
+                fields.push(field.clone());
+            }
+            moments.push(MomentPlan {
+                id: Arc::from(m.id.as_str()),
+                title: m.title.clone(),
+                priority: m.priority,
+                source: m.trigger.source.clone(),
+                lets,
+                conditions,
+                unless,
+                delay_seconds: m.trigger.due_delay_seconds(),
+                quiet: m.quiet_hours,
+                holdout_percent: m.holdout_percent,
+                active: m.active,
+                limit: m.limit.map(|l| {
+                    (
+                        l.count,
+                        l.per.map(|p| p.seconds().min(i64::MAX as u64) as i64),
+                    )
+                }),
+                channel: m.message.channel,
+                fields,
+                let_names,
+            });
+        }
+        across_events.sort();
+        across_events.dedup();
+        let consent = model
+            .schema
+            .defaults
+            .consent
+            .iter()
+            .map(|(c, e)| {
+                (
+                    *c,
+                    eval::compile(
+                        e,
+                        &Names {
+                            traits: &traits,
+                            lets: &[],
+                            aggregated: None,
+                        },
+                    ),
+                )
+            })
+            .collect();
+        Engine {
+            model,
+            traits,
+            zone_trait,
+            default_zone: model.schema.defaults.timezone.unwrap_or(chrono_tz::UTC),
+            moments,
+            consent,
+            templates,
+            customers: HashMap::new(),
+            shop_history: HashMap::new(),
+            across_events,
+            pending: BinaryHeap::new(),
+            pending_store: HashMap::new(),
+            next_pending: 0,
+            timers: BinaryHeap::new(),
+            out: RunOutput::default(),
+        }
+    }
+
+    fn zone_of(&self, customer: &Customer) -> Tz {
+        let own = self
+            .zone_trait
+            .and_then(|i| customer.traits.get(i))
+            .and_then(|v| v.as_str())
+            .and_then(|name| name.parse::<Tz>().ok());
+        schedule::customer_zone(own, Some(self.default_zone))
+    }
+
+    fn run(
+        mut self,
+        records: impl Iterator<Item = Record>,
+        from: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> RunOutput {
+        let mut records = records.peekable();
+        let mut cron_cursor: Option<DateTime<Utc>> = None;
+        loop {
+            let next_record = records.peek().map(|r| r.at).filter(|t| *t <= now);
+            let next_timer = self
+                .timers
+                .peek()
+                .map(|Reverse(t)| t.0)
+                .filter(|t| *t <= now);
+            let next_decision = self
+                .pending
+                .peek()
+                .map(|Reverse(p)| p.0)
+                .filter(|t| *t <= now);
+            let Some(instant) = [next_record, next_timer, next_decision]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
+                break;
+            };
+            // Scheduled (`every`) triggers between the last instant and this one.
+            self.fire_schedules(cron_cursor, instant, from);
+            cron_cursor = Some(instant);
+            if next_record == Some(instant) {
+                while records.peek().is_some_and(|r| r.at == instant) {
+                    if let Some(record) = records.next() {
+                        self.apply(record, from);
+                    }
+                }
+                continue;
+            }
+            if next_timer == Some(instant) {
+                while self.timers.peek().is_some_and(|Reverse(t)| t.0 == instant) {
+                    if let Some(Reverse((at, moment, customer, value))) = self.timers.pop() {
+                        self.fire_timer(at, moment, customer, value, from);
+                    }
+                }
+                continue;
+            }
+            while self.pending.peek().is_some_and(|Reverse(p)| p.0 == instant) {
+                if let Some(Reverse((_, _, _, _, key))) = self.pending.pop() {
+                    if let Some(p) = self.pending_store.remove(&key) {
+                        self.decide(p, from);
+                    }
+                }
+            }
+        }
+        self.fire_schedules(cron_cursor, now, from);
+        // What is left is pending.
+        let mut left: Vec<Pending> = self.pending_store.drain().map(|(_, p)| p).collect();
+        left.sort_by(|a, b| (a.send_at, &a.customer).cmp(&(b.send_at, &b.customer)));
+        for p in left {
+            let moment = &self.moments[p.moment];
+            if from.is_none_or(|f| p.trigger_at >= f) {
+                self.out.entries.push(Entry {
+                    moment: moment.id.to_string(),
+                    customer_id: p.customer.to_string(),
+                    trigger_at: p.trigger_at,
+                    due_at: p.due_at,
+                    fate: None,
+                    reason: format!("pending: due {}", p.send_at.to_rfc3339()),
+                    send_id: None,
+                });
+            }
+        }
+        let mut out = self.out;
+        out.entries.sort_by(|a, b| {
+            (&a.moment, &a.customer_id, a.trigger_at, &a.send_id).cmp(&(
+                &b.moment,
+                &b.customer_id,
+                b.trigger_at,
+                &b.send_id,
+            ))
+        });
+        out.sends
+            .sort_by(|a, b| (a.sent_at, &a.send_id).cmp(&(b.sent_at, &b.send_id)));
+        out
+    }
+
+    /// A data record: traits change, or an event joins the history and fires triggers.
+    fn apply(&mut self, record: Record, from: Option<DateTime<Utc>>) {
+        match record.kind {
+            RecordKind::Identify { traits } => {
+                let Some(customer_id) = record.customer else {
+                    return;
+                };
+                let updates: Vec<(usize, Value)> = traits
+                    .into_iter()
+                    .filter_map(|(name, value)| {
+                        let i = self.traits.position(&name)?;
+                        // A trait set to nothing falls back to its schema default.
+                        let value = if value.is_null() {
+                            self.traits.defaults[i].clone()
+                        } else {
+                            value
+                        };
+                        Some((i, value))
+                    })
+                    .collect();
+                let customer = self.customer(&customer_id);
+                for (i, value) in updates {
+                    if let Some(slot) = customer.traits.get_mut(i) {
+                        *slot = value;
+                    }
+                }
+                self.schedule_date_triggers(&customer_id, record.at);
+            }
+            RecordKind::Event { event, properties } => {
+                let rec = EventRecord {
+                    at: record.at,
+                    id: record.id.clone(),
+                    customer: record.customer.clone(),
+                    properties: Arc::new(properties),
+                };
+                if self.across_events.contains(&event) {
+                    self.shop_history
+                        .entry(event.clone())
+                        .or_default()
+                        .push(rec.clone());
+                }
+                match &record.customer {
+                    Some(customer_id) => {
+                        self.customer(customer_id)
+                            .history
+                            .entry(event.clone())
+                            .or_default()
+                            .push(rec.clone());
+                        self.on_event(&event, customer_id.clone(), &rec, from);
+                    }
+                    None => {
+                        // A catalog event: every customer known so far is considered.
+                        let mut ids: Vec<Arc<str>> = self.customers.keys().cloned().collect();
+                        ids.sort();
+                        for id in ids {
+                            self.on_event(&event, id, &rec, from);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
+        let defaults = &self.traits.defaults;
+        self.customers
+            .entry(id.clone())
+            .or_insert_with(|| Customer {
+                traits: defaults.clone(),
+                ..Customer::default()
+            })
+    }
+
+    fn on_event(
+        &mut self,
+        event: &str,
+        customer: Arc<str>,
+        rec: &EventRecord,
+        from: Option<DateTime<Utc>>,
+    ) {
+        for index in 0..self.moments.len() {
+            let fires = matches!(&self.moments[index].source, TriggerSource::Event { event: e, .. } if e == event);
+            if fires {
+                self.trigger(
+                    index,
+                    customer.clone(),
+                    rec.at,
+                    rec.id.to_string(),
+                    Some(rec.clone()),
+                    from,
+                );
+            }
+        }
+    }
+
+    /// A trigger occurrence: evaluate `let` and `where` at its instant; an entry if it holds.
+    fn trigger(
+        &mut self,
+        moment: usize,
+        customer_id: Arc<str>,
+        at: DateTime<Utc>,
+        trigger_key: String,
+        trigger_event: Option<EventRecord>,
+        from: Option<DateTime<Utc>>,
+    ) {
+        let Some(customer) = self.customers.get(&customer_id) else {
+            return;
+        };
+        let zone = self.zone_of(customer);
+        let plan = &self.moments[moment];
+        let histories = Histories {
+            own: &customer.history,
+            all: &self.shop_history,
+        };
+        let fuel = Fuel::new(FUEL_PER_EVALUATION);
+        let mut lets: Vec<Value> = Vec::with_capacity(plan.lets.len());
+        for expr in &plan.lets {
+            let cx = Context {
+                now: at,
+                zone,
+                traits: &customer.traits,
+                trigger: trigger_event.as_ref(),
+                aggregated: None,
+                lets: &lets,
+                send: None,
+                history: &histories,
+                exclude: None,
+                fuel: &fuel,
+            };
+            let value = eval::eval(expr, &cx);
+            lets.push(value);
+        }
+        let cx = Context {
+            now: at,
+            zone,
+            traits: &customer.traits,
+            trigger: trigger_event.as_ref(),
+            aggregated: None,
+            lets: &lets,
+            send: None,
+            history: &histories,
+            exclude: None,
+            fuel: &fuel,
+        };
+        let passes = plan.conditions.iter().all(|c| eval::holds(c, &cx));
+        if fuel.exhausted() {
+            self.out.out_of_fuel += 1;
+        }
+        if !passes {
+            return;
+        }
+        let due_at = schedule::due_at(at, plan.delay_seconds).unwrap_or(at);
+        let send_at = match plan.quiet {
+            Some((start, end)) => schedule::after_quiet_hours(due_at, start, end, zone),
+            None => due_at,
+        };
+        let _ = from;
+        let key = self.next_pending;
+        self.next_pending += 1;
+        let priority = plan.priority;
+        let moment_id = plan.id.clone();
+        self.pending.push(Reverse((
+            send_at,
+            Reverse(priority),
+            moment_id,
+            customer_id.clone(),
+            key,
+        )));
+        self.pending_store.insert(
+            key,
+            Pending {
+                moment,
+                customer: customer_id,
+                trigger_at: at,
+                trigger_key,
+                trigger_event,
+                due_at,
+                send_at,
+                lets,
+            },
+        );
+    }
+
+    /// The entry's send instant has come: its one fate.
+    fn decide(&mut self, p: Pending, from: Option<DateTime<Utc>>) {
+        let plan = &self.moments[p.moment];
+        let Some(customer) = self.customers.get(&p.customer) else {
+            return;
+        };
+        let zone = self.zone_of(customer);
+        let send_id = schedule::send_id(&plan.id, &p.customer, &p.trigger_key);
+        let histories = Histories {
+            own: &customer.history,
+            all: &self.shop_history,
+        };
+        let fuel = Fuel::new(FUEL_PER_EVALUATION);
+        let cx = Context {
+            now: p.send_at,
+            zone,
+            traits: &customer.traits,
+            trigger: p.trigger_event.as_ref(),
+            aggregated: None,
+            lets: &p.lets,
+            send: None,
+            history: &histories,
+            exclude: None,
+            fuel: &fuel,
+        };
+        let mut fate = None;
+        let mut reason = String::new();
+        // 1. cancelled: an `unless` event after the trigger, before the send.
+        for (event, condition, within) in &plan.unless {
+            let events = customer
+                .history
+                .get(event)
+                .map_or(&[][..], |v| v.as_slice());
+            let hit = events.iter().find(|e| {
+                e.at > p.trigger_at
+                    && e.at < p.send_at
+                    && within.is_none_or(|w| (e.at - p.trigger_at).num_seconds() <= w)
+                    && condition.as_ref().is_none_or(|c| {
+                        let inner = Context {
+                            now: e.at,
+                            zone,
+                            traits: &customer.traits,
+                            trigger: p.trigger_event.as_ref(),
+                            aggregated: Some(e),
+                            lets: &p.lets,
+                            send: None,
+                            history: &histories,
+                            exclude: None,
+                            fuel: &fuel,
+                        };
+                        eval::holds(c, &inner)
+                    })
+            });
+            if let Some(e) = hit {
+                let source = self
+                    .model
+                    .schema
+                    .events
+                    .get(&**event)
+                    .map_or(event.to_string(), |d| d.source.clone());
+                fate = Some(Fate::Cancelled);
+                reason = format!(
+                    "cancelled: {source} at {}, {} after the trigger",
+                    local_time(e.at, zone),
+                    human_duration((e.at - p.trigger_at).num_seconds())
+                );
+                break;
+            }
+        }
+        // 2. inactive
+        if fate.is_none() {
+            if let Some((start, until)) = plan.active {
+                if !schedule::is_active(p.trigger_at, start, until, zone) {
+                    fate = Some(Fate::Inactive);
+                    reason = match until {
+                        Some(u) => format!("inactive: the moment is active from {start} until {u}"),
+                        None => format!("inactive: the moment is active from {start}"),
+                    };
+                }
+            }
+        }
+        // 3. no_consent, at the send instant
+        if fate.is_none() {
+            if let Some(rule) = self.consent.get(&plan.channel) {
+                if !eval::holds(rule, &cx) {
+                    fate = Some(Fate::NoConsent);
+                    reason = format!(
+                        "no_consent: {} consent is not given at {}",
+                        plan.channel.name(),
+                        local_time(p.send_at, zone)
+                    );
+                }
+            }
+        }
+        // 4. limited
+        if fate.is_none() {
+            if let Some((count, per)) = plan.limit {
+                let previous = customer
+                    .moment_sends
+                    .get(&p.moment)
+                    .map_or(&[][..], |v| v.as_slice());
+                let in_window: Vec<&DateTime<Utc>> = previous
+                    .iter()
+                    .filter(|t| per.is_none_or(|w| (p.send_at - **t).num_seconds() < w))
+                    .collect();
+                if in_window.len() as u64 >= count {
+                    fate = Some(Fate::Limited);
+                    let last = in_window
+                        .last()
+                        .map(|t| local_time(**t, zone))
+                        .unwrap_or_default();
+                    reason = match per {
+                        Some(w) => format!(
+                            "limited: sent at {last}, limit {count} per {}",
+                            human_duration(w)
+                        ),
+                        None => format!("limited: sent at {last}, limit {count} per customer"),
+                    };
+                }
+            }
+        }
+        // 5. capped
+        if fate.is_none() {
+            if let Some((count, per)) = self.model.schema.defaults.cap {
+                let window = per.seconds().min(i64::MAX as u64) as i64;
+                let recent = customer
+                    .sends
+                    .iter()
+                    .filter(|t| (p.send_at - **t).num_seconds() < window)
+                    .count();
+                if recent as u64 >= count {
+                    fate = Some(Fate::Capped);
+                    reason = format!("capped: {recent} messages in the last {per}, cap {count}");
+                }
+            }
+        }
+        // 6. control
+        if fate.is_none() && schedule::in_holdout(&plan.id, &p.customer, plan.holdout_percent) {
+            fate = Some(Fate::Control);
+            reason = format!("control: in the {}% holdout", plan.holdout_percent);
+        }
+        let fate = fate.unwrap_or(Fate::Sent);
+        if fate == Fate::Sent {
+            reason = if p.send_at != p.due_at {
+                format!(
+                    "sent: moved by quiet hours from {} to {}",
+                    local_time(p.due_at, zone),
+                    local_time(p.send_at, zone)
+                )
+            } else {
+                "sent".to_string()
+            };
+        }
+        let reported = from.is_none_or(|f| p.trigger_at >= f);
+        let mut entry_send_id = None;
+        if matches!(fate, Fate::Sent | Fate::Control) {
+            entry_send_id = Some(send_id.clone());
+            let message = self.render(p.moment, customer, &p, &send_id);
+            if reported {
+                self.out.sends.push(Send {
+                    send_id: send_id.clone(),
+                    moment: plan.id.to_string(),
+                    customer_id: p.customer.to_string(),
+                    channel: plan.channel.name().to_string(),
+                    group: if fate == Fate::Sent {
+                        Group::Treatment
+                    } else {
+                        Group::Control
+                    },
+                    trigger_at: p.trigger_at,
+                    sent_at: p.send_at,
+                    message,
+                });
+            }
+        }
+        if reported {
+            self.out.entries.push(Entry {
+                moment: plan.id.to_string(),
+                customer_id: p.customer.to_string(),
+                trigger_at: p.trigger_at,
+                due_at: p.due_at,
+                fate: Some(fate),
+                reason,
+                send_id: entry_send_id,
+            });
+        }
+        if let Some(c) = self.customers.get_mut(&p.customer) {
+            if matches!(fate, Fate::Sent | Fate::Control) {
+                c.moment_sends.entry(p.moment).or_default().push(p.send_at);
+            }
+            if fate == Fate::Sent {
+                c.sends.push(p.send_at);
+            }
+        }
+    }
+
+    /// Every field of the message, rendered with the customer as of the send.
+    fn render(
+        &self,
+        moment: usize,
+        customer: &Customer,
+        p: &Pending,
+        send_id: &str,
+    ) -> BTreeMap<String, String> {
+        let plan = &self.moments[moment];
+        let mut context = BTreeMap::new();
+        let traits: BTreeMap<String, minijinja::Value> = self
+            .traits
+            .names
+            .iter()
+            .zip(&customer.traits)
+            .filter(|(_, v)| !v.is_null())
+            .map(|(n, v)| (n.to_string(), to_template(v)))
+            .collect();
+        context.insert(
+            "customer".to_string(),
+            minijinja::Value::from_serialize(&traits),
+        );
+        if let Some(event) = &p.trigger_event {
+            let props: BTreeMap<String, minijinja::Value> = event
+                .properties
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.to_string(), to_template(v)))
+                .collect();
+            context.insert(
+                "event".to_string(),
+                minijinja::Value::from_serialize(&props),
+            );
+        }
+        for (name, value) in plan.let_names.iter().zip(&p.lets) {
+            if !value.is_null() {
+                context.insert(name.clone(), to_template(value));
+            }
+        }
+        let mut m = BTreeMap::new();
+        m.insert("id", plan.id.to_string());
+        m.insert("title", plan.title.clone());
+        context.insert("moment".to_string(), minijinja::Value::from_serialize(&m));
+        let mut s = BTreeMap::new();
+        s.insert("id", send_id.to_string());
+        context.insert("send".to_string(), minijinja::Value::from_serialize(&s));
+        let context = minijinja::Value::from_serialize(&context);
+        plan.fields
+            .iter()
+            .map(|field| {
+                let name = format!("{}/{}", plan.id, field);
+                let text = self
+                    .templates
+                    .get_template(&name)
+                    .and_then(|t| t.render(&context))
+                    .unwrap_or_default();
+                (field.clone(), text)
+            })
+            .collect()
+    }
+
+    /// After an identify: (re)schedule anniversary and date-offset triggers.
+    fn schedule_date_triggers(&mut self, customer_id: &Arc<str>, at: DateTime<Utc>) {
+        let Some(customer) = self.customers.get(customer_id) else {
+            return;
+        };
+        let zone = self.zone_of(customer);
+        let mut timers = Vec::new();
+        for (index, plan) in self.moments.iter().enumerate() {
+            let (date_trait, instant) = match &plan.source {
+                TriggerSource::Anniversary {
+                    date_trait,
+                    at: time,
+                } => {
+                    let Some(i) = self.traits.position(date_trait) else {
+                        continue;
+                    };
+                    let date = match customer.traits.get(i) {
+                        Some(Value::Date(d)) => *d,
+                        Some(Value::DateTime(t)) => schedule::local_date(*t, zone),
+                        _ => continue,
+                    };
+                    let until = at + chrono::Duration::days(400);
+                    let next = schedule::anniversaries(date, *time, zone, at, until)
+                        .into_iter()
+                        .next();
+                    (date_trait, next)
+                }
+                TriggerSource::Offset {
+                    offset,
+                    direction,
+                    date_trait,
+                    at: time,
+                } => {
+                    let Some(i) = self.traits.position(date_trait) else {
+                        continue;
+                    };
+                    let base = match customer.traits.get(i) {
+                        Some(Value::Date(d)) => schedule::OffsetBase::Date(*d),
+                        Some(Value::DateTime(t)) => schedule::OffsetBase::DateTime(*t),
+                        _ => continue,
+                    };
+                    let instant = schedule::offset_instant(base, *offset, *direction, *time, zone)
+                        .filter(|t| *t > at);
+                    (date_trait, instant)
+                }
+                _ => continue,
+            };
+            let Some(instant) = instant else { continue };
+            let value = self
+                .traits
+                .position(date_trait)
+                .and_then(|i| customer.traits.get(i))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            timers.push(Reverse((instant, index, customer_id.clone(), value)));
+        }
+        for t in timers {
+            if !self
+                .timers
+                .iter()
+                .any(|Reverse(x)| x.1 == t.0 .1 && x.2 == t.0 .2 && x.0 == t.0 .0)
+            {
+                self.timers.push(t);
+            }
+        }
+    }
+
+    /// A date trigger's instant: fire if the trait still holds the value it was scheduled for.
+    fn fire_timer(
+        &mut self,
+        at: DateTime<Utc>,
+        moment: usize,
+        customer_id: Arc<str>,
+        value: String,
+        from: Option<DateTime<Utc>>,
+    ) {
+        let date_trait = match &self.moments[moment].source {
+            TriggerSource::Anniversary { date_trait, .. }
+            | TriggerSource::Offset { date_trait, .. } => date_trait.clone(),
+            _ => return,
+        };
+        let still = self
+            .customers
+            .get(&customer_id)
+            .and_then(|c| {
+                self.traits
+                    .position(&date_trait)
+                    .and_then(|i| c.traits.get(i))
+            })
+            .is_some_and(|v| v.to_string() == value);
+        if still {
+            self.trigger(
+                moment,
+                customer_id.clone(),
+                at,
+                schedule::instant_key(at),
+                None,
+                from,
+            );
+            if matches!(
+                self.moments[moment].source,
+                TriggerSource::Anniversary { .. }
+            ) {
+                // Next year's.
+                self.schedule_date_triggers(&customer_id, at);
+            }
+        }
+    }
+
+    /// `every "CRON"` instants in (after, until], in each customer's zone (or the one named).
+    fn fire_schedules(
+        &mut self,
+        after: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+    ) {
+        let Some(after) = after else { return };
+        if until <= after {
+            return;
+        }
+        for index in 0..self.moments.len() {
+            let TriggerSource::Every { cron, zone } = &self.moments[index].source else {
+                continue;
+            };
+            let (cron, fixed_zone) = (cron.clone(), *zone);
+            // Customers grouped by zone, sorted for determinism.
+            let mut by_zone: BTreeMap<String, (Tz, Vec<Arc<str>>)> = BTreeMap::new();
+            for (id, c) in &self.customers {
+                let zone = fixed_zone.unwrap_or_else(|| self.zone_of(c));
+                by_zone
+                    .entry(zone.name().to_string())
+                    .or_insert((zone, Vec::new()))
+                    .1
+                    .push(id.clone());
+            }
+            let mut firings: Vec<(DateTime<Utc>, Arc<str>)> = Vec::new();
+            for (_, (zone, mut ids)) in by_zone {
+                ids.sort();
+                for instant in schedule::cron_instants(&cron, zone, after, until) {
+                    firings.extend(ids.iter().map(|id| (instant, id.clone())));
+                }
+            }
+            firings.sort();
+            for (instant, id) in firings {
+                self.trigger(
+                    index,
+                    id,
+                    instant,
+                    schedule::instant_key(instant),
+                    None,
+                    from,
+                );
+            }
+        }
+    }
+}
+
+fn collect_across(expr: &CExpr, into: &mut Vec<Arc<str>>) {
+    match expr {
+        CExpr::Aggregate(a) => {
+            if a.across_customers {
+                into.push(a.event.clone());
+            }
+            if let Some(c) = &a.condition {
+                collect_across(c, into);
+            }
+        }
+        CExpr::List(items) | CExpr::Call(_, items) => {
+            items.iter().for_each(|i| collect_across(i, into))
+        }
+        CExpr::Not(i) | CExpr::Neg(i) => collect_across(i, into),
+        CExpr::Binary(_, l, r) => {
+            collect_across(l, into);
+            collect_across(r, into);
+        }
+        _ => {}
+    }
+}
+
+fn to_template(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Null => minijinja::Value::UNDEFINED,
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Int(n) => minijinja::Value::from(*n),
+        Value::Number(n) => minijinja::Value::from(*n),
+        Value::List(items) => {
+            minijinja::Value::from(items.iter().map(to_template).collect::<Vec<_>>())
+        }
+        Value::Record(fields) => minijinja::Value::from(
+            fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), to_template(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        other => minijinja::Value::from(other.to_string()),
+    }
+}
+
+/// `18 Nov 10:23` in the customer's zone.
+fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
+    at.with_timezone(&zone).format("%-d %b %H:%M").to_string()
+}
+
+/// `1h`, `7d`, `90m`: a duration as the language writes it.
+fn human_duration(seconds: i64) -> String {
+    let s = seconds.abs();
+    if s % 604_800 == 0 && s > 0 {
+        format!("{}w", s / 604_800)
+    } else if s % 86_400 == 0 && s > 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3_600 == 0 && s > 0 {
+        format!("{}h", s / 3_600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Count entries by moment and fate, for summaries.
+pub fn summary(entries: &[Entry]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for e in entries {
+        let fate = e.fate.map_or("pending", |f| f.as_str());
+        *counts
+            .entry(e.moment.clone())
+            .or_default()
+            .entry(fate.to_string())
+            .or_default() += 1;
+    }
+    counts
+}

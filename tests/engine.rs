@@ -1,0 +1,432 @@
+//! The engine on small hand-written timelines. Every expected entry is worked out by hand
+//! from the rules of the language, never by running the engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use moments::check::check;
+use moments::diagnostic::{SourceFile, Sources};
+use moments::engine::run;
+use moments::model::Model;
+use moments::outcome::Fate;
+use moments::value::{Origin, Record, RecordKind, Value};
+
+const SCHEMA: &str = r#"
+customer {
+  first_name: text?
+  timezone: timezone?
+  email_opt_in: bool = false
+  birthday: date?
+}
+event product_added "Product Added" { product_id: text, price: number }
+event order_completed "Order Completed" { order_id: text, total: number }
+defaults {
+  timezone "Europe/London"
+  cap 2 per customer per 7d
+  consent email requires customer.email_opt_in
+}
+"#;
+
+fn model(moments: &[(&str, &str)]) -> Model {
+    let mut sources = Sources::default();
+    let schema = sources.add(SourceFile::new("schema.moment", SCHEMA));
+    let ids: Vec<usize> = moments
+        .iter()
+        .map(|(name, text)| sources.add(SourceFile::new(format!("{name}.moment"), *text)))
+        .collect();
+    let checked = check(&sources, Some(schema), &ids);
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    checked.model.expect("valid")
+}
+
+fn t(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, minute, 0)
+        .unwrap()
+}
+
+fn identify(id: &str, customer: &str, at: DateTime<Utc>, traits: &[(&str, Value)]) -> Record {
+    Record {
+        at,
+        customer: Some(Arc::from(customer)),
+        id: Arc::from(id),
+        kind: RecordKind::Identify {
+            traits: traits
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .collect(),
+        },
+        origin: Origin {
+            file: Arc::from("test"),
+            line: 0,
+        },
+    }
+}
+
+fn track(
+    id: &str,
+    customer: &str,
+    at: DateTime<Utc>,
+    event: &str,
+    props: &[(&str, Value)],
+) -> Record {
+    Record {
+        at,
+        customer: Some(Arc::from(customer)),
+        id: Arc::from(id),
+        kind: RecordKind::Event {
+            event: Arc::from(event),
+            properties: props
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .collect::<BTreeMap<_, _>>(),
+        },
+        origin: Origin {
+            file: Arc::from("test"),
+            line: 0,
+        },
+    }
+}
+
+fn added(id: &str, customer: &str, at: DateTime<Utc>, price: f64) -> Record {
+    track(
+        id,
+        customer,
+        at,
+        "product_added",
+        &[
+            ("product_id", Value::text("p1")),
+            ("price", Value::Number(price)),
+        ],
+    )
+}
+
+fn ordered(id: &str, customer: &str, at: DateTime<Utc>) -> Record {
+    track(
+        id,
+        customer,
+        at,
+        "order_completed",
+        &[
+            ("order_id", Value::text(id)),
+            ("total", Value::Number(30.0)),
+        ],
+    )
+}
+
+const CART: &str = r#"
+moment cart "Cart" {
+  trigger {
+    on product_added
+    where event.price >= 20
+    unless order_completed within 1h
+  }
+  message email {
+    subject "Hi {{ customer.first_name | default('friend') }}"
+    body "Your {{ event.product_id }} is waiting."
+  }
+  kpi "Return" = rate(order_completed within 1d after send)
+  limit 1 per customer per 7d
+  quiet hours 21:00 to 08:00
+}
+"#;
+
+fn fates(
+    model: &Model,
+    records: Vec<Record>,
+    now: DateTime<Utc>,
+) -> Vec<(String, Option<Fate>, DateTime<Utc>)> {
+    run(model, records.into_iter(), None, now)
+        .entries
+        .into_iter()
+        .map(|e| (e.customer_id, e.fate, e.trigger_at))
+        .collect()
+}
+
+#[test]
+fn an_abandoned_cart_is_sent_an_hour_later_with_the_message_rendered() {
+    let model = model(&[("cart", CART)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[
+                ("first_name", Value::text("Ada")),
+                ("email_opt_in", Value::Bool(true)),
+            ],
+        ),
+        added("a1", "ada", t(18, 10, 0), 25.0),
+    ];
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    assert_eq!(out.entries.len(), 1);
+    assert_eq!(out.entries[0].fate, Some(Fate::Sent));
+    assert_eq!(out.entries[0].due_at, t(18, 11, 0));
+    assert_eq!(out.sends.len(), 1);
+    assert_eq!(out.sends[0].sent_at, t(18, 11, 0));
+    assert_eq!(out.sends[0].message["subject"], "Hi Ada");
+    assert_eq!(out.sends[0].message["body"], "Your p1 is waiting.");
+}
+
+#[test]
+fn an_order_within_the_hour_cancels() {
+    let model = model(&[("cart", CART)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        added("a1", "ada", t(18, 10, 0), 25.0),
+        ordered("o1", "ada", t(18, 10, 23)),
+    ];
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    assert_eq!(out.entries[0].fate, Some(Fate::Cancelled));
+    assert!(
+        out.entries[0]
+            .reason
+            .starts_with("cancelled: Order Completed at 18 Nov 10:23"),
+        "{}",
+        out.entries[0].reason
+    );
+    assert!(out.sends.is_empty());
+}
+
+#[test]
+fn a_cheap_item_does_not_enter_and_an_unsubscribe_before_the_send_blocks_it() {
+    let model = model(&[("cart", CART)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        added("a1", "ada", t(18, 10, 0), 5.0),
+        added("a2", "ada", t(18, 12, 0), 50.0),
+        // Unsubscribes at 12:30; the send was due at 13:00.
+        identify(
+            "i2",
+            "ada",
+            t(18, 12, 30),
+            &[("email_opt_in", Value::Bool(false))],
+        ),
+    ];
+    assert_eq!(
+        fates(&model, records, t(19, 0, 0)),
+        vec![("ada".into(), Some(Fate::NoConsent), t(18, 12, 0))]
+    );
+}
+
+#[test]
+fn quiet_hours_move_the_send_to_the_morning_in_the_customer_zone() {
+    let model = model(&[("cart", CART)]);
+    // Paris is UTC+1 in November: 21:30 UTC added → due 22:30 UTC = 23:30 Paris, quiet until
+    // 08:00 Paris = 07:00 UTC next day.
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[
+                ("email_opt_in", Value::Bool(true)),
+                ("timezone", Value::text("Europe/Paris")),
+            ],
+        ),
+        added("a1", "ada", t(18, 21, 30), 25.0),
+    ];
+    let out = run(&model, records.into_iter(), None, t(20, 0, 0));
+    assert_eq!(out.sends[0].sent_at, t(19, 7, 0));
+    assert!(
+        out.entries[0].reason.contains("moved by quiet hours"),
+        "{}",
+        out.entries[0].reason
+    );
+}
+
+#[test]
+fn the_limit_allows_one_send_a_week() {
+    let model = model(&[("cart", CART)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(2, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        added("a1", "ada", t(2, 10, 0), 25.0), // sent 11:00 on the 2nd
+        added("a2", "ada", t(5, 10, 0), 25.0), // within 7d: limited
+        added("a3", "ada", t(9, 12, 0), 25.0), // sent 13:00 on the 9th: 7d and 2h later
+    ];
+    let got: Vec<Option<Fate>> = fates(&model, records, t(12, 0, 0))
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(
+        got,
+        vec![Some(Fate::Sent), Some(Fate::Limited), Some(Fate::Sent)]
+    );
+}
+
+#[test]
+fn entries_due_after_now_are_pending_and_running_in_steps_gives_the_same_sends() {
+    let model = model(&[("cart", CART)]);
+    let records = || {
+        vec![
+            identify(
+                "i1",
+                "ada",
+                t(18, 9, 0),
+                &[("email_opt_in", Value::Bool(true))],
+            ),
+            added("a1", "ada", t(18, 10, 0), 25.0),
+        ]
+    };
+    let early = run(&model, records().into_iter(), None, t(18, 10, 30));
+    assert_eq!(early.entries[0].fate, None);
+    assert!(early.sends.is_empty());
+    let whole = run(&model, records().into_iter(), None, t(18, 12, 0));
+    let stepped: Vec<_> = (10..=12)
+        .flat_map(|h| run(&model, records().into_iter(), None, t(18, h, 0)).sends)
+        .map(|s| s.send_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let whole_ids: Vec<_> = whole.sends.iter().map(|s| s.send_id.clone()).collect();
+    assert_eq!(stepped, whole_ids);
+}
+
+#[test]
+fn the_global_cap_and_priority_decide_between_moments_due_together() {
+    // Two moments on the same event, both due at once; the cap allows 2 a week. A third
+    // moment with lower priority is capped.
+    let moment = |id: &str, priority: u64| {
+        format!(
+            "moment {id} \"{id}\" {{\n  trigger {{ on order_completed }}\n  message email {{ subject \"s\" body \"b\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n  priority {priority}\n}}\n"
+        )
+    };
+    let (a, b, c) = (moment("a", 1), moment("b", 5), moment("c", 3));
+    let model = model(&[("a", &a), ("b", &b), ("c", &c)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        ordered("o1", "ada", t(18, 10, 0)),
+    ];
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    let by_moment: BTreeMap<String, Option<Fate>> = out
+        .entries
+        .into_iter()
+        .map(|e| (e.moment, e.fate))
+        .collect();
+    assert_eq!(by_moment["b"], Some(Fate::Sent));
+    assert_eq!(by_moment["c"], Some(Fate::Sent));
+    assert_eq!(by_moment["a"], Some(Fate::Capped));
+}
+
+#[test]
+fn holdout_and_inactive() {
+    let held = r#"
+moment held "Held" {
+  trigger { on order_completed }
+  message email { subject "s" body "b" }
+  kpi "k" = rate(order_completed within 1d after send)
+  holdout 50%
+}
+"#;
+    let dated = r#"
+moment dated "Dated" {
+  trigger { on order_completed }
+  message email { subject "s" body "b" }
+  kpi "k" = rate(order_completed within 1d after send)
+  active from 2026-12-01
+}
+"#;
+    let model = model(&[("held", held), ("dated", dated)]);
+    let mut records = Vec::new();
+    for i in 0..40 {
+        let c = format!("c{i:02}");
+        records.push(identify(
+            &format!("i{i}"),
+            &c,
+            t(1, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ));
+    }
+    for i in 0..40 {
+        records.push(ordered(&format!("o{i}"), &format!("c{i:02}"), t(18, 10, 0)));
+    }
+    records.sort_by(|a, b| {
+        (a.at, a.customer.clone(), a.id.clone()).cmp(&(b.at, b.customer.clone(), b.id.clone()))
+    });
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    let held_fates: Vec<Fate> = out
+        .entries
+        .iter()
+        .filter(|e| e.moment == "held")
+        .filter_map(|e| e.fate)
+        .collect();
+    let control = held_fates.iter().filter(|f| **f == Fate::Control).count();
+    assert_eq!(held_fates.len(), 40);
+    assert!(
+        control > 5 && control < 35,
+        "a 50% holdout of 40 gave {control}"
+    );
+    assert!(out
+        .entries
+        .iter()
+        .filter(|e| e.moment == "dated")
+        .all(|e| e.fate == Some(Fate::Inactive)));
+    // Control entries are recorded as sends of the control group, never as treatment.
+    assert_eq!(
+        out.sends
+            .iter()
+            .filter(|s| s.group == moments::outcome::Group::Control)
+            .count(),
+        control
+    );
+}
+
+#[test]
+fn birthdays_fire_yearly_at_local_time_and_29_february_falls_on_28() {
+    let birthday = r#"
+moment bday "Birthday" {
+  trigger { on anniversary of customer.birthday at 09:00 }
+  message email { subject "Happy birthday" body "b" }
+  kpi "k" = sum(order_completed.total within 7d after send)
+}
+"#;
+    let model = model(&[("bday", birthday)]);
+    let records = vec![identify(
+        "i1",
+        "ada",
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        &[
+            ("email_opt_in", Value::Bool(true)),
+            (
+                "birthday",
+                Value::Date(chrono::NaiveDate::from_ymd_opt(2000, 2, 29).unwrap()),
+            ),
+        ],
+    )];
+    let out = run(
+        &model,
+        records.into_iter(),
+        None,
+        Utc.with_ymd_and_hms(2028, 12, 31, 0, 0, 0).unwrap(),
+    );
+    let sent: Vec<DateTime<Utc>> = out.sends.iter().map(|s| s.sent_at).collect();
+    // London is UTC+0 in February: 09:00 local = 09:00 UTC.
+    assert_eq!(
+        sent,
+        vec![
+            Utc.with_ymd_and_hms(2026, 2, 28, 9, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2027, 2, 28, 9, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2028, 2, 29, 9, 0, 0).unwrap(),
+        ]
+    );
+}
