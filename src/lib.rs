@@ -7,6 +7,7 @@
 pub mod ast;
 pub mod check;
 pub mod cron_expr;
+pub mod deliver;
 pub mod diagnostic;
 pub mod engine;
 pub mod eval;
@@ -16,6 +17,8 @@ pub mod outcome;
 pub mod output;
 pub mod parse;
 pub mod project;
+pub mod sample;
 pub mod schedule;
+pub mod state;
 pub mod types;
 pub mod value;

@@ -1,0 +1,426 @@
+//! The state store: ticks are recorded once, decided fates stay, everything survives a
+//! reopen, and a locked or corrupt database is an error rather than a panic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use moments::outcome::{Entry, Fate, Group, Send};
+use moments::state::{StateError, StateStore};
+
+/// A fresh directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "moments-state-{name}-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn at(hour: u32, minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, hour, minute, 0).unwrap()
+}
+
+fn send(id: &str, group: Group, sent_at: DateTime<Utc>) -> Send {
+    Send {
+        send_id: id.to_owned(),
+        moment: "cart_reminder".to_owned(),
+        customer_id: format!("c-{id}"),
+        channel: "email".to_owned(),
+        group,
+        trigger_at: at(9, 0),
+        sent_at,
+        message: BTreeMap::from([
+            ("subject".to_owned(), "Still thinking?".to_owned()),
+            ("body".to_owned(), "Your cart: \"shoes\" ✓".to_owned()),
+        ]),
+    }
+}
+
+fn entry(customer: &str, fate: Option<Fate>, reason: &str) -> Entry {
+    Entry {
+        moment: "cart_reminder".to_owned(),
+        customer_id: customer.to_owned(),
+        trigger_at: at(9, 0),
+        due_at: at(10, 0),
+        fate,
+        reason: reason.to_owned(),
+        send_id: fate.map(|_| format!("s-{customer}")),
+    }
+}
+
+fn ids(sends: &[Send]) -> Vec<&str> {
+    sends.iter().map(|s| s.send_id.as_str()).collect()
+}
+
+#[test]
+fn a_new_store_is_empty_and_creates_its_directory() {
+    let dir = TempDir::new("new");
+    let path = dir.path("nested/deeper/state.db");
+    let store = StateStore::open(&path).unwrap();
+    assert!(path.exists());
+    assert_eq!(store.processed_up_to().unwrap(), None);
+    assert!(store.sends().unwrap().is_empty());
+    assert!(store.entries().unwrap().is_empty());
+    assert!(store.undelivered(at(23, 0)).unwrap().is_empty());
+}
+
+#[test]
+fn the_same_sends_twice_are_inserted_once() {
+    let dir = TempDir::new("idempotent");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let sends = vec![
+        send("b", Group::Treatment, at(10, 0)),
+        send("a", Group::Treatment, at(10, 0)),
+        send("c", Group::Control, at(9, 30)),
+    ];
+    let first = store.record_tick(at(10, 0), &[], &sends).unwrap();
+    assert_eq!(first, sends);
+    let second = store.record_tick(at(11, 0), &[], &sends).unwrap();
+    assert!(second.is_empty());
+    // A later tick brings one more: only it is new.
+    let mut more = sends.clone();
+    more.push(send("d", Group::Treatment, at(11, 0)));
+    let third = store.record_tick(at(12, 0), &[], &more).unwrap();
+    assert_eq!(ids(&third), ["d"]);
+    assert_eq!(ids(&store.sends().unwrap()), ["c", "a", "b", "d"]);
+    assert_eq!(store.sends().unwrap()[1], sends[1]);
+}
+
+#[test]
+fn a_known_send_keeps_its_content_and_delivery_state() {
+    let dir = TempDir::new("untouched");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let original = send("a", Group::Treatment, at(10, 0));
+    store
+        .record_tick(at(10, 0), &[], std::slice::from_ref(&original))
+        .unwrap();
+    store.mark_delivered("a", at(10, 1)).unwrap();
+    let mut changed = original.clone();
+    changed
+        .message
+        .insert("subject".to_owned(), "changed".to_owned());
+    assert!(store
+        .record_tick(at(11, 0), &[], &[changed])
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.sends().unwrap(), [original]);
+    let delivery = store.delivery("a").unwrap().unwrap();
+    assert_eq!(delivery.delivered_at, Some(at(10, 1)));
+    assert!(store.undelivered(at(12, 0)).unwrap().is_empty());
+}
+
+#[test]
+fn a_decided_fate_never_changes_but_a_pending_entry_follows_the_engine() {
+    let dir = TempDir::new("fate");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let decided = entry("c1", Some(Fate::Sent), "sent at 10:00");
+    let pending = entry("c2", None, "due at 10:00");
+    store
+        .record_tick(at(9, 30), &[decided.clone(), pending.clone()], &[])
+        .unwrap();
+
+    let mut overruled = decided.clone();
+    overruled.fate = Some(Fate::Cancelled);
+    overruled.reason = "cancelled: Order Completed at 09:40".to_owned();
+    overruled.send_id = None;
+    let mut now_decided = pending.clone();
+    now_decided.fate = Some(Fate::NoConsent);
+    now_decided.reason = "no consent: email_opt_in was false at 10:00".to_owned();
+    store
+        .record_tick(at(10, 30), &[overruled, now_decided.clone()], &[])
+        .unwrap();
+    assert_eq!(
+        store.entries().unwrap(),
+        [decided.clone(), now_decided.clone()]
+    );
+
+    // And once decided, the second one stays too.
+    let mut again = now_decided.clone();
+    again.fate = Some(Fate::Sent);
+    store.record_tick(at(11, 0), &[again], &[]).unwrap();
+    assert_eq!(store.entries().unwrap(), [decided, now_decided]);
+}
+
+#[test]
+fn entries_come_back_sorted_with_every_fate() {
+    let dir = TempDir::new("sorted");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut entries: Vec<Entry> = Fate::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(i, fate)| {
+            let mut e = entry(&format!("c{}", 7 - i), Some(fate), fate.as_str());
+            e.moment = if i % 2 == 0 { "b_moment" } else { "a_moment" }.to_owned();
+            e
+        })
+        .collect();
+    entries.push(entry("c9", None, "pending"));
+    store.record_tick(at(12, 0), &entries, &[]).unwrap();
+    let mut expected = entries.clone();
+    expected.sort_by(|x, y| {
+        (&x.moment, &x.customer_id, x.trigger_at).cmp(&(&y.moment, &y.customer_id, y.trigger_at))
+    });
+    assert_eq!(store.entries().unwrap(), expected);
+}
+
+#[test]
+fn processed_up_to_follows_the_latest_tick() {
+    let dir = TempDir::new("processed");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    store.record_tick(at(10, 0), &[], &[]).unwrap();
+    assert_eq!(store.processed_up_to().unwrap(), Some(at(10, 0)));
+    let precise = at(11, 0) + chrono::Duration::nanoseconds(123_456_789);
+    store.record_tick(precise, &[], &[]).unwrap();
+    assert_eq!(store.processed_up_to().unwrap(), Some(precise));
+    // An earlier `now` does not move it back.
+    store.record_tick(at(9, 0), &[], &[]).unwrap();
+    assert_eq!(store.processed_up_to().unwrap(), Some(precise));
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = TempDir::new("reopen");
+    let path = dir.path("state.db");
+    let sends = vec![
+        send("a", Group::Treatment, at(10, 0)),
+        send("b", Group::Treatment, at(10, 5)),
+        send("c", Group::Control, at(10, 0)),
+    ];
+    let entries = vec![
+        entry("c1", Some(Fate::Sent), "sent"),
+        entry("c2", None, "due"),
+    ];
+    {
+        let mut store = StateStore::open(&path).unwrap();
+        store.record_tick(at(10, 5), &entries, &sends).unwrap();
+        store.mark_delivered("a", at(10, 6)).unwrap();
+        store
+            .mark_failed("b", at(10, 6), "HTTP 503", at(10, 7))
+            .unwrap();
+    }
+    let mut store = StateStore::open(&path).unwrap();
+    assert_eq!(store.processed_up_to().unwrap(), Some(at(10, 5)));
+    assert_eq!(ids(&store.sends().unwrap()), ["a", "c", "b"]);
+    assert_eq!(store.entries().unwrap(), entries);
+    assert!(store
+        .record_tick(at(10, 10), &entries, &sends)
+        .unwrap()
+        .is_empty());
+    let b = store.delivery("b").unwrap().unwrap();
+    assert_eq!(b.attempts, 1);
+    assert_eq!(b.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(b.next_attempt_at, Some(at(10, 7)));
+    assert_eq!(b.delivered_at, None);
+    let log = store.attempt_log("b").unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].outcome.as_str(), log[0].at), ("failed", at(10, 6)));
+}
+
+#[test]
+fn undelivered_is_treatment_only_due_and_ready_in_order() {
+    let dir = TempDir::new("undelivered");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let sends = vec![
+        send("late", Group::Treatment, at(10, 30)),
+        send("b", Group::Treatment, at(10, 0)),
+        send("a", Group::Treatment, at(10, 0)),
+        send("control", Group::Control, at(9, 0)),
+        send("retry", Group::Treatment, at(9, 0)),
+        send("done", Group::Treatment, at(9, 0)),
+        send("future", Group::Treatment, at(13, 0)),
+    ];
+    store.record_tick(at(11, 0), &[], &sends).unwrap();
+    store.mark_delivered("done", at(10, 0)).unwrap();
+    store
+        .mark_failed("retry", at(10, 0), "connection refused", at(11, 30))
+        .unwrap();
+    assert_eq!(
+        ids(&store.undelivered(at(11, 0)).unwrap()),
+        ["a", "b", "late"]
+    );
+    assert_eq!(
+        ids(&store.undelivered(at(11, 30)).unwrap()),
+        ["retry", "a", "b", "late"]
+    );
+    assert_eq!(
+        ids(&store.undelivered(at(13, 0)).unwrap()),
+        ["retry", "a", "b", "late", "future"]
+    );
+    store.give_up("retry", at(12, 0), "gave up").unwrap();
+    assert_eq!(ids(&store.undelivered(at(13, 0)).unwrap())[0], "a");
+    let retry = store.delivery("retry").unwrap().unwrap();
+    assert_eq!(retry.gave_up_at, Some(at(12, 0)));
+    assert_eq!(retry.attempts, 2);
+}
+
+#[test]
+fn marking_an_unknown_send_is_an_error_and_changes_nothing() {
+    let dir = TempDir::new("unknown");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    store
+        .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
+        .unwrap();
+    let error = store
+        .mark_delivered_many(&["a", "nope"], at(10, 1))
+        .unwrap_err();
+    assert!(matches!(error, StateError::UnknownSend { ref send_id, .. } if send_id == "nope"));
+    assert!(error.to_string().contains("\"nope\""), "{error}");
+    // The whole batch was rolled back.
+    assert_eq!(ids(&store.undelivered(at(11, 0)).unwrap()), ["a"]);
+    assert!(store
+        .mark_failed("nope", at(10, 1), "x", at(10, 2))
+        .is_err());
+    assert_eq!(store.delivery("nope").unwrap(), None);
+}
+
+#[test]
+fn delivering_twice_keeps_the_first_instant() {
+    let dir = TempDir::new("twice");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    store
+        .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
+        .unwrap();
+    store.mark_delivered("a", at(10, 1)).unwrap();
+    store.mark_delivered("a", at(10, 2)).unwrap();
+    store
+        .mark_failed("a", at(10, 3), "late", at(10, 4))
+        .unwrap();
+    let a = store.delivery("a").unwrap().unwrap();
+    assert_eq!(a.delivered_at, Some(at(10, 1)));
+    assert_eq!(a.next_attempt_at, None);
+    assert_eq!(store.attempt_log("a").unwrap().len(), 3);
+}
+
+/// Holds the database's write lock from another connection, as another process would.
+fn hold_write_lock(path: &Path) -> rusqlite::Connection {
+    let other = rusqlite::Connection::open(path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    other
+}
+
+#[test]
+fn a_locked_database_is_an_error_not_a_panic() {
+    let dir = TempDir::new("locked");
+    let path = dir.path("state.db");
+    let mut store = StateStore::open_with_timeout(&path, Duration::from_millis(100)).unwrap();
+    let other = hold_write_lock(&path);
+
+    let error = StateStore::open_with_timeout(&path, Duration::from_millis(100)).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, StateError::Open { .. }), "{error:?}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("locked"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+
+    // A store opened before can still read; a write waits, then fails cleanly.
+    assert!(store.sends().unwrap().is_empty());
+    let error = store.record_tick(at(10, 0), &[], &[]).unwrap_err();
+    assert!(error.to_string().contains("locked"), "{error}");
+    assert_eq!(store.processed_up_to().unwrap(), None);
+
+    // Once the lock is gone, all is well again.
+    drop(other);
+    store.record_tick(at(10, 0), &[], &[]).unwrap();
+    assert_eq!(store.processed_up_to().unwrap(), Some(at(10, 0)));
+    drop(StateStore::open(&path).unwrap());
+}
+
+#[test]
+fn a_corrupt_file_is_a_clear_error() {
+    let dir = TempDir::new("corrupt");
+    for (name, bytes) in [
+        ("short.db", b"not a database".to_vec()),
+        ("long.db", b"this is some text, not SQLite\n".repeat(400)),
+    ] {
+        let path = dir.path(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let error = StateStore::open(&path).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, StateError::Open { .. }), "{error:?}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a valid SQLite database"), "{message}");
+        // The file is left as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+}
+
+#[test]
+fn a_directory_in_the_way_is_a_clear_error() {
+    let dir = TempDir::new("dir");
+    let path = dir.path("state.db");
+    std::fs::create_dir_all(&path).unwrap();
+    let error = StateStore::open(&path).unwrap_err();
+    assert!(error.to_string().contains("directory"), "{error}");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = TempDir::new("newer");
+    let path = dir.path("state.db");
+    drop(StateStore::open(&path).unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE schema_version SET version = 99", [])
+            .unwrap();
+    }
+    let error = StateStore::open(&path).unwrap_err();
+    assert!(
+        matches!(error, StateError::TooNew { found: 99, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("upgrade moments"), "{error}");
+}
+
+#[test]
+fn the_database_is_in_wal_mode_with_its_schema_version() {
+    let dir = TempDir::new("wal");
+    let path = dir.path("state.db");
+    drop(StateStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = conn
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[test]
+fn instants_beyond_year_9999_are_clamped_not_lost() {
+    let dir = TempDir::new("far");
+    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    store
+        .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
+        .unwrap();
+    store
+        .mark_failed("a", at(10, 0), "x", DateTime::<Utc>::MAX_UTC)
+        .unwrap();
+    let next = store
+        .delivery("a")
+        .unwrap()
+        .unwrap()
+        .next_attempt_at
+        .unwrap();
+    assert_eq!(next.to_rfc3339(), "9999-12-31T23:59:59.999999999+00:00");
+    assert!(store.undelivered(at(23, 0)).unwrap().is_empty());
+}
