@@ -920,6 +920,14 @@ impl<'m> Engine<'m> {
                 continue;
             };
             let (cron, fixed_zone) = (cron.clone(), *zone);
+            // Cheap test first: a wall-clock match anywhere within ±14h (the widest zone
+            // offsets) of the interval; only then group the customers by zone.
+            let margin = chrono::Duration::hours(14);
+            if schedule::cron_instants(&cron, chrono_tz::UTC, after - margin, until + margin)
+                .is_empty()
+            {
+                continue;
+            }
             // Customers grouped by zone, sorted for determinism.
             let mut by_zone: BTreeMap<String, (Tz, Vec<Arc<str>>)> = BTreeMap::new();
             for (id, c) in &self.customers {

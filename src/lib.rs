@@ -7,6 +7,7 @@
 pub mod ast;
 pub mod check;
 pub mod cron_expr;
+pub mod data;
 pub mod deliver;
 pub mod diagnostic;
 pub mod engine;

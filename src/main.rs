@@ -18,6 +18,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeliverKind {
+    Outbox,
+    Webhook,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check campaign files against their schema; report every problem.
@@ -33,6 +39,77 @@ enum Command {
         /// Count warnings as errors for the exit status.
         #[arg(long)]
         deny_warnings: bool,
+    },
+    /// One scheduling tick up to `now`: decide what is due, record it, deliver it.
+    ///
+    /// Sends are recorded in the state database (unique by send id) in one transaction
+    /// before anything is delivered, so killing the process at any point and running again
+    /// neither loses nor repeats a send.
+    Run {
+        /// The campaign directory.
+        #[arg(long, default_value = "campaigns")]
+        campaigns: PathBuf,
+        /// The customer data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Decide everything due up to this instant (default: the clock).
+        #[arg(long, value_parser = parse_instant)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        /// The state database.
+        #[arg(long, default_value = ".moments/state.db")]
+        state: PathBuf,
+        /// How sends leave: appended to an outbox file, or POSTed to a webhook.
+        #[arg(long, value_enum, default_value_t = DeliverKind::Outbox)]
+        deliver: DeliverKind,
+        /// The outbox file (with `--deliver outbox`).
+        #[arg(long, default_value = ".moments/outbox.ndjson")]
+        outbox: PathBuf,
+        /// The endpoint (with `--deliver webhook`); `webhook` messages go to their own `url`.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Dry-run the campaigns over historical data, keeping no state.
+    ///
+    /// Writes `entries.ndjson` (every entry and its fate), `sends.ndjson` (every sent or
+    /// control message) and `rejects.ndjson` (data records that could not be read) to --out,
+    /// and prints entries by fate for each moment. Same inputs, byte-identical outputs.
+    Backtest {
+        /// The campaign directory.
+        #[arg(long, default_value = "campaigns")]
+        campaigns: PathBuf,
+        /// The customer data directory (NDJSON, CSV, Parquet; gzip welcome).
+        #[arg(long)]
+        data: PathBuf,
+        /// Start of the period: entries triggered earlier are not reported (RFC 3339 or a date).
+        #[arg(long, value_parser = parse_instant)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the period: nothing after it is decided (RFC 3339 or a date).
+        #[arg(long, value_parser = parse_instant)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Where to write the results.
+        #[arg(long, default_value = ".moments/backtest")]
+        out: PathBuf,
+        /// Fail (exit 1) if any data record was rejected.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Write a deterministic synthetic shop's customer data (gzipped NDJSON) to --out.
+    SampleData {
+        /// How many customers.
+        #[arg(long, default_value_t = 1000)]
+        customers: u64,
+        /// How many days, from --start.
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+        /// The same seed gives the same files, byte for byte.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The first day (default 2026-11-01).
+        #[arg(long, value_parser = parse_instant)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Rewrite campaign files in the canonical layout (keeps every comment).
     ///
@@ -70,6 +147,30 @@ fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check(paths, format, deny_warnings),
         Command::Fmt { paths, check } => fmt(paths, check),
+        Command::Run {
+            campaigns,
+            data,
+            now,
+            state,
+            deliver,
+            outbox,
+            endpoint,
+        } => run_tick(&campaigns, &data, now, &state, deliver, &outbox, endpoint),
+        Command::SampleData {
+            customers,
+            days,
+            seed,
+            start,
+            out,
+        } => sample_data(customers, days, seed, start, &out),
+        Command::Backtest {
+            campaigns,
+            data,
+            from,
+            to,
+            out,
+            strict,
+        } => backtest(&campaigns, &data, from, to, &out, strict),
     }
 }
 
@@ -242,5 +343,283 @@ fn fmt(paths: Vec<PathBuf>, check_only: bool) -> u8 {
         1
     } else {
         0
+    }
+}
+
+/// `2026-11-20T10:00:00Z`, or a date meaning its midnight in UTC.
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("`{text}` is not a date (`2026-11-20`) or an RFC 3339 instant"))
+}
+
+/// Check the campaigns; on errors print them and give the exit status.
+fn load_model(campaigns: &std::path::Path) -> Result<moments::model::Model, u8> {
+    let groups = project::discover(&[campaigns.to_path_buf()]).map_err(|e| {
+        eprintln!("error: {e}");
+        2u8
+    })?;
+    let Some(group) = groups.into_iter().find(|g| g.schema.is_some()) else {
+        eprintln!("error: no `schema.moment` in `{}`", campaigns.display());
+        return Err(2);
+    };
+    let (sources, checked) = project::check_group(&group).map_err(|e| {
+        eprintln!("error: {e}");
+        2u8
+    })?;
+    match checked.model {
+        Some(model) => Ok(model),
+        None => {
+            let rendered = output::render(
+                Format::Human,
+                &[(&sources, &checked.diagnostics)],
+                color_wanted(),
+            );
+            eprint!("{rendered}");
+            eprintln!("error: the campaigns have errors; run `moments check` for details");
+            Err(1)
+        }
+    }
+}
+
+fn write_ndjson<T: serde::Serialize>(path: &std::path::Path, items: &[T]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for item in items {
+        serde_json::to_writer(&mut out, item)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn backtest(
+    campaigns: &std::path::Path,
+    data: &std::path::Path,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    out: &std::path::Path,
+    strict: bool,
+) -> u8 {
+    let model = match load_model(campaigns) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    if to < from {
+        eprintln!("error: `--to` is before `--from`");
+        return 2;
+    }
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut stream = dataset.records();
+    let result = moments::engine::run(&model, stream.by_ref(), Some(from), to);
+    let rejects = stream.take_rejects();
+    let elapsed = started.elapsed();
+    if let Err(e) = std::fs::create_dir_all(out)
+        .and_then(|_| write_ndjson(&out.join("entries.ndjson"), &result.entries))
+        .and_then(|_| write_ndjson(&out.join("sends.ndjson"), &result.sends))
+        .and_then(|_| moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects))
+    {
+        eprintln!("error: cannot write to `{}`: {e}", out.display());
+        return 2;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "backtest {} to {}: {} records read in {:.1}s, {} rejected, {} of undeclared events skipped",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        stream.read_count(),
+        elapsed.as_secs_f64(),
+        rejects.len(),
+        stream.skipped().values().sum::<u64>()
+    );
+    let summary = moments::engine::summary(&result.entries);
+    let columns = [
+        "sent",
+        "control",
+        "cancelled",
+        "inactive",
+        "no_consent",
+        "limited",
+        "capped",
+        "pending",
+    ];
+    let _ = write!(stdout, "\n{:<20}", "moment");
+    for c in columns {
+        let _ = write!(stdout, " {c:>10}");
+    }
+    let _ = writeln!(stdout);
+    for moment in &model.moments {
+        let counts = summary.get(&moment.id);
+        let _ = write!(stdout, "{:<20}", moment.id);
+        for c in columns {
+            let n = counts.and_then(|m| m.get(c)).copied().unwrap_or(0);
+            let _ = write!(stdout, " {n:>10}");
+        }
+        let _ = writeln!(stdout);
+    }
+    let _ = writeln!(
+        stdout,
+        "\nwrote {} entries and {} sends to {}",
+        result.entries.len(),
+        result.sends.len(),
+        out.display()
+    );
+    if !rejects.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "{} rejected records kept in {}",
+            rejects.len(),
+            out.join("rejects.ndjson").display()
+        );
+    }
+    if result.out_of_fuel > 0 {
+        let _ = writeln!(
+            stdout,
+            "warning: {} evaluations ran out of their work budget and counted as false",
+            result.out_of_fuel
+        );
+    }
+    if strict && !rejects.is_empty() {
+        1
+    } else {
+        0
+    }
+}
+
+fn run_tick(
+    campaigns: &std::path::Path,
+    data: &std::path::Path,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+    state: &std::path::Path,
+    deliver: DeliverKind,
+    outbox: &std::path::Path,
+    endpoint: Option<String>,
+) -> u8 {
+    use moments::deliver::{deliver_pending, Deliverer, Outbox, Webhook, WebhookConfig};
+    let model = match load_model(campaigns) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    let now = now.unwrap_or_else(chrono::Utc::now);
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut store = match moments::state::StateStore::open(state) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut deliverer = match deliver {
+        DeliverKind::Outbox => match Outbox::open(outbox) {
+            Ok(o) => Deliverer::Outbox(o),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        DeliverKind::Webhook => Deliverer::Webhook(Webhook::new(WebhookConfig {
+            endpoint,
+            ..WebhookConfig::default()
+        })),
+    };
+    let mut stream = dataset.records();
+    let result = moments::engine::run(&model, stream.by_ref(), None, now);
+    let rejects = stream.take_rejects();
+    let new_sends = match store.record_tick(now, &result.entries, &result.sends) {
+        Ok(new) => new,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let report = match deliver_pending(&mut store, &mut deliverer, now) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let pending = result.entries.iter().filter(|e| e.fate.is_none()).count();
+    let control = new_sends
+        .iter()
+        .filter(|s| s.group == moments::outcome::Group::Control)
+        .count();
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "tick up to {}: {} records, {} rejected; {} new sends ({} control); {} delivered, {} failed; {} entries pending",
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        stream.read_count(),
+        rejects.len(),
+        new_sends.len(),
+        control,
+        report.delivered,
+        report.failed,
+        pending
+    );
+    for error in &report.errors {
+        let _ = writeln!(stdout, "delivery failed, will retry: {error}");
+    }
+    if !rejects.is_empty() {
+        let path = state.with_file_name("rejects.ndjson");
+        if moments::data::write_rejects(&path, &rejects).is_ok() {
+            let _ = writeln!(
+                stdout,
+                "{} rejected records kept in {}",
+                rejects.len(),
+                path.display()
+            );
+        }
+    }
+    0
+}
+
+fn sample_data(
+    customers: u64,
+    days: u32,
+    seed: u64,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+    out: &std::path::Path,
+) -> u8 {
+    let options = moments::sample::SampleOptions {
+        customers,
+        days,
+        seed,
+        start: start.unwrap_or_else(moments::sample::SampleOptions::default_start),
+    };
+    match moments::sample::write_sample(&options, out) {
+        Ok(summary) => {
+            println!(
+                "wrote {} records in {} files to {}",
+                summary.records,
+                summary.files.len(),
+                out.display()
+            );
+            for (kind, count) in &summary.by_kind {
+                println!("  {count:>9}  {kind}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: cannot write `{}`: {e}", out.display());
+            2
+        }
     }
 }
