@@ -12,7 +12,7 @@
 //! Any other file (a README) is not data and is ignored.
 //!
 //! [`DataSet::records`] gives a [`RecordStream`]: every record of every file, in
-//! [`Record::order_key`] order (time, then customer, then id), whatever order the files are
+//! [`Record::order_key`] order (time, then customer, then traits before events, then id), whatever order the files are
 //! listed in. Records that cannot be read or do not fit the schema become [`Reject`]s (file,
 //! line, a one-line reason naming the field, the raw line) and reading goes on; records of
 //! events the schema does not declare are skipped and counted by source name.
@@ -615,9 +615,9 @@ struct Head {
 }
 
 impl Head {
-    fn key(&self) -> (DateTime<Utc>, Option<&str>, &str, usize, u64) {
-        let (at, customer, id) = self.record.order_key();
-        (at, customer, id, self.file, self.record.origin.line)
+    fn key(&self) -> (DateTime<Utc>, Option<&str>, u8, &str, usize, u64) {
+        let (at, customer, kind, id) = self.record.order_key();
+        (at, customer, kind, id, self.file, self.record.origin.line)
     }
 }
 

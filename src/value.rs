@@ -129,10 +129,15 @@ pub enum RecordKind {
 }
 
 impl Record {
-    /// The order in which the engine processes records: time, then customer, then id.
+    /// The order in which the engine processes records: time, then customer, then traits
+    /// before events (an `identify` at the same second as an order is known to it), then id.
     /// INVARIANT: total and independent of file order, so runs are deterministic.
-    pub fn order_key(&self) -> (DateTime<Utc>, Option<&str>, &str) {
-        (self.at, self.customer.as_deref(), &self.id)
+    pub fn order_key(&self) -> (DateTime<Utc>, Option<&str>, u8, &str) {
+        let kind = match self.kind {
+            RecordKind::Identify { .. } => 0,
+            RecordKind::Event { .. } => 1,
+        };
+        (self.at, self.customer.as_deref(), kind, &self.id)
     }
 }
 
