@@ -472,33 +472,27 @@ impl<'m> Engine<'m> {
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
         let mut lets: Vec<Value> = Vec::with_capacity(plan.lets.len());
         for expr in &plan.lets {
-            let cx = Context {
-                now: at,
+            let cx = Context::new(
+                at,
                 zone,
-                traits: &customer.traits,
-                trigger: trigger_event.as_ref(),
-                aggregated: None,
-                lets: &lets,
-                send: None,
-                history: &histories,
-                exclude: None,
-                fuel: &fuel,
-            };
+                &customer.traits,
+                trigger_event.as_ref(),
+                &lets,
+                &histories,
+                &fuel,
+            );
             let value = eval::eval(expr, &cx);
             lets.push(value);
         }
-        let cx = Context {
-            now: at,
+        let cx = Context::new(
+            at,
             zone,
-            traits: &customer.traits,
-            trigger: trigger_event.as_ref(),
-            aggregated: None,
-            lets: &lets,
-            send: None,
-            history: &histories,
-            exclude: None,
-            fuel: &fuel,
-        };
+            &customer.traits,
+            trigger_event.as_ref(),
+            &lets,
+            &histories,
+            &fuel,
+        );
         let passes = plan.conditions.iter().all(|c| eval::holds(c, &cx));
         if fuel.exhausted() {
             self.out.out_of_fuel += 1;
@@ -551,18 +545,15 @@ impl<'m> Engine<'m> {
             all: &self.shop_history,
         };
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
-        let cx = Context {
-            now: p.send_at,
+        let cx = Context::new(
+            p.send_at,
             zone,
-            traits: &customer.traits,
-            trigger: p.trigger_event.as_ref(),
-            aggregated: None,
-            lets: &p.lets,
-            send: None,
-            history: &histories,
-            exclude: None,
-            fuel: &fuel,
-        };
+            &customer.traits,
+            p.trigger_event.as_ref(),
+            &p.lets,
+            &histories,
+            &fuel,
+        );
         let mut fate = None;
         let mut reason = String::new();
         // 1. cancelled: an `unless` event after the trigger, before the send.
@@ -577,16 +568,16 @@ impl<'m> Engine<'m> {
                     && within.is_none_or(|w| (e.at - p.trigger_at).num_seconds() <= w)
                     && condition.as_ref().is_none_or(|c| {
                         let inner = Context {
-                            now: e.at,
-                            zone,
-                            traits: &customer.traits,
-                            trigger: p.trigger_event.as_ref(),
                             aggregated: Some(e),
-                            lets: &p.lets,
-                            send: None,
-                            history: &histories,
-                            exclude: None,
-                            fuel: &fuel,
+                            ..Context::new(
+                                e.at,
+                                zone,
+                                &customer.traits,
+                                p.trigger_event.as_ref(),
+                                &p.lets,
+                                &histories,
+                                &fuel,
+                            )
                         };
                         eval::holds(c, &inner)
                     })

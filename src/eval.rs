@@ -255,6 +255,7 @@ impl Fuel {
 }
 
 /// Everything an expression can read.
+#[derive(Clone, Copy)]
 pub struct Context<'a> {
     /// The evaluation instant.
     pub now: DateTime<Utc>,
@@ -271,33 +272,41 @@ pub struct Context<'a> {
     pub fuel: &'a Fuel,
 }
 
-impl Context<'_> {
-    fn with_aggregated<'b>(&'b self, event: &'b EventRecord) -> Context<'b> {
+impl<'a> Context<'a> {
+    /// A context at `now` with nothing aggregated, no send and nothing excluded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        now: DateTime<Utc>,
+        zone: chrono_tz::Tz,
+        traits: &'a [Value],
+        trigger: Option<&'a EventRecord>,
+        lets: &'a [Value],
+        history: &'a dyn History,
+        fuel: &'a Fuel,
+    ) -> Context<'a> {
         Context {
-            now: self.now,
-            zone: self.zone,
-            traits: self.traits,
-            trigger: self.trigger,
-            aggregated: Some(event),
-            lets: self.lets,
-            send: self.send,
-            history: self.history,
-            exclude: self.exclude,
-            fuel: self.fuel,
+            now,
+            zone,
+            traits,
+            trigger,
+            aggregated: None,
+            lets,
+            send: None,
+            history,
+            exclude: None,
+            fuel,
         }
     }
-    fn excluding<'b>(&'b self, id: &'b str) -> Context<'b> {
+    fn with_aggregated(&self, event: &'a EventRecord) -> Context<'a> {
         Context {
-            now: self.now,
-            zone: self.zone,
-            traits: self.traits,
-            trigger: self.trigger,
-            aggregated: self.aggregated,
-            lets: self.lets,
-            send: self.send,
-            history: self.history,
+            aggregated: Some(event),
+            ..*self
+        }
+    }
+    fn excluding(&self, id: &'a str) -> Context<'a> {
+        Context {
             exclude: Some(id),
-            fuel: self.fuel,
+            ..*self
         }
     }
 }
