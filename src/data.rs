@@ -2285,7 +2285,7 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Seconds: `90`, or as the language writes them: `30s`, `45m`, `2h`, `7d`, `2w`.
-fn parse_duration(s: &str) -> Option<i64> {
+pub fn parse_duration(s: &str) -> Option<i64> {
     if let Ok(n) = s.parse::<i64>() {
         return Some(n);
     }

@@ -55,6 +55,10 @@ enum Command {
         /// Decide everything due up to this instant (default: the clock).
         #[arg(long, value_parser = parse_instant)]
         now: Option<chrono::DateTime<chrono::Utc>>,
+        /// Keep ticking, one tick per period (`30s`, `5m`, `1h`), until SIGINT or SIGTERM;
+        /// the tick in flight finishes and is recorded before the process exits.
+        #[arg(long, value_parser = parse_period)]
+        every: Option<std::time::Duration>,
         /// The state database.
         #[arg(long, default_value = ".moments/state.db")]
         state: PathBuf,
@@ -151,11 +155,23 @@ fn run(cli: Cli) -> u8 {
             campaigns,
             data,
             now,
+            every,
             state,
             deliver,
             outbox,
             endpoint,
-        } => run_tick(&campaigns, &data, now, &state, deliver, &outbox, endpoint),
+        } => {
+            if every.is_some() && now.is_some() {
+                eprintln!("error: `--every` ticks on the clock; it cannot be used with `--now`");
+                return 2;
+            }
+            let deliver = DeliverOptions {
+                kind: deliver,
+                outbox,
+                endpoint,
+            };
+            run_ticks(&campaigns, &data, now, every, &state, &deliver)
+        }
         Command::SampleData {
             customers,
             days,
@@ -358,6 +374,15 @@ fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .ok_or_else(|| format!("`{text}` is not a date (`2026-11-20`) or an RFC 3339 instant"))
 }
 
+fn parse_period(text: &str) -> Result<std::time::Duration, String> {
+    match moments::data::parse_duration(text) {
+        Some(seconds) if seconds > 0 => Ok(std::time::Duration::from_secs(seconds as u64)),
+        _ => Err(format!(
+            "`{text}` is not a period: write a number of seconds or `30s`, `5m`, `1h`, `1d`"
+        )),
+    }
+}
+
 /// Check the campaigns; on errors print them and give the exit status.
 fn load_model(campaigns: &std::path::Path) -> Result<moments::model::Model, u8> {
     let groups = project::discover(&[campaigns.to_path_buf()]).map_err(|e| {
@@ -443,31 +468,8 @@ fn backtest(
         rejects.len(),
         stream.skipped().values().sum::<u64>()
     );
-    let summary = moments::engine::summary(&result.entries);
-    let columns = [
-        "sent",
-        "control",
-        "cancelled",
-        "inactive",
-        "no_consent",
-        "limited",
-        "capped",
-        "pending",
-    ];
-    let _ = write!(stdout, "\n{:<20}", "moment");
-    for c in columns {
-        let _ = write!(stdout, " {c:>10}");
-    }
     let _ = writeln!(stdout);
-    for moment in &model.moments {
-        let counts = summary.get(&moment.id);
-        let _ = write!(stdout, "{:<20}", moment.id);
-        for c in columns {
-            let n = counts.and_then(|m| m.get(c)).copied().unwrap_or(0);
-            let _ = write!(stdout, " {n:>10}");
-        }
-        let _ = writeln!(stdout);
-    }
+    print_fate_table(&mut stdout, &model, &result.entries, None);
     let _ = writeln!(
         stdout,
         "\nwrote {} entries and {} sends to {}",
@@ -497,27 +499,28 @@ fn backtest(
     }
 }
 
-fn run_tick(
+/// How `run` delivers, with what it needs.
+struct DeliverOptions {
+    kind: DeliverKind,
+    outbox: PathBuf,
+    endpoint: Option<String>,
+}
+
+/// `moments run`: one tick, or with `every` a tick each period until SIGINT or SIGTERM.
+fn run_ticks(
     campaigns: &std::path::Path,
     data: &std::path::Path,
     now: Option<chrono::DateTime<chrono::Utc>>,
+    every: Option<std::time::Duration>,
     state: &std::path::Path,
-    deliver: DeliverKind,
-    outbox: &std::path::Path,
-    endpoint: Option<String>,
+    deliver: &DeliverOptions,
 ) -> u8 {
-    use moments::deliver::{deliver_pending, Deliverer, Outbox, Webhook, WebhookConfig};
+    use moments::deliver::{Deliverer, Outbox, Webhook, WebhookConfig};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let model = match load_model(campaigns) {
         Ok(model) => model,
         Err(code) => return code,
-    };
-    let now = now.unwrap_or_else(chrono::Utc::now);
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
     };
     let mut store = match moments::state::StateStore::open(state) {
         Ok(s) => s,
@@ -526,8 +529,8 @@ fn run_tick(
             return 2;
         }
     };
-    let mut deliverer = match deliver {
-        DeliverKind::Outbox => match Outbox::open(outbox) {
+    let mut deliverer = match deliver.kind {
+        DeliverKind::Outbox => match Outbox::open(&deliver.outbox) {
             Ok(o) => Deliverer::Outbox(o),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -535,12 +538,71 @@ fn run_tick(
             }
         },
         DeliverKind::Webhook => Deliverer::Webhook(Webhook::new(WebhookConfig {
-            endpoint,
+            endpoint: deliver.endpoint.clone(),
             ..WebhookConfig::default()
         })),
     };
+    let Some(every) = every else {
+        let now = now.unwrap_or_else(chrono::Utc::now);
+        return tick(&model, data, now, &mut store, &mut deliverer, true);
+    };
+    // A signal only raises the flag: the tick in flight finishes and commits, then the
+    // loop ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            eprintln!("error: cannot handle signal {signal}: {e}");
+            return 2;
+        }
+    }
+    println!(
+        "ticking every {}s until SIGINT or SIGTERM (the tick in flight finishes first)",
+        every.as_secs()
+    );
+    let mut worst = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let started = std::time::Instant::now();
+        let code = tick(
+            &model,
+            data,
+            chrono::Utc::now(),
+            &mut store,
+            &mut deliverer,
+            false,
+        );
+        if code == 2 {
+            return code;
+        }
+        worst = worst.max(code);
+        let _ = std::io::stdout().flush();
+        while !stop.load(Ordering::SeqCst) && started.elapsed() < every {
+            std::thread::sleep(std::time::Duration::from_millis(50).min(every));
+        }
+    }
+    println!("stopped after the tick in flight");
+    worst
+}
+
+/// One scheduling tick up to `now`: run the engine over all the data, record what it
+/// decided, deliver what is undelivered. `table` prints entries by fate per moment.
+fn tick(
+    model: &moments::model::Model,
+    data: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+    store: &mut moments::state::StateStore,
+    deliverer: &mut moments::deliver::Deliverer,
+    table: bool,
+) -> u8 {
+    // Opened each tick, so files added since the last one are read.
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let mut stream = dataset.records();
-    let result = moments::engine::run(&model, stream.by_ref(), None, now);
+    let result = moments::engine::run(model, stream.by_ref(), None, now);
     let rejects = stream.take_rejects();
     let new_sends = match store.record_tick(now, &result.entries, &result.sends) {
         Ok(new) => new,
@@ -549,7 +611,7 @@ fn run_tick(
             return 2;
         }
     };
-    let report = match deliver_pending(&mut store, &mut deliverer, now) {
+    let report = match moments::deliver::deliver_pending(store, deliverer, now) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -574,11 +636,20 @@ fn run_tick(
         report.failed,
         pending
     );
+    if table {
+        let mut new_by_moment: std::collections::BTreeMap<&str, u64> = Default::default();
+        for send in &new_sends {
+            *new_by_moment.entry(send.moment.as_str()).or_default() += 1;
+        }
+        let _ = writeln!(stdout, "\nentries up to now, by fate:");
+        print_fate_table(&mut stdout, model, &result.entries, Some(&new_by_moment));
+        let _ = writeln!(stdout);
+    }
     for error in &report.errors {
         let _ = writeln!(stdout, "delivery failed, will retry: {error}");
     }
     if !rejects.is_empty() {
-        let path = state.with_file_name("rejects.ndjson");
+        let path = store.path().with_file_name("rejects.ndjson");
         if moments::data::write_rejects(&path, &rejects).is_ok() {
             let _ = writeln!(
                 stdout,
@@ -588,7 +659,55 @@ fn run_tick(
             );
         }
     }
+    if result.out_of_fuel > 0 {
+        let _ = writeln!(
+            stdout,
+            "warning: {} evaluations ran out of their work budget and counted as false",
+            result.out_of_fuel
+        );
+    }
     0
+}
+
+/// Entries by fate, one row per moment; with `new`, a last column of sends new this tick.
+fn print_fate_table(
+    out: &mut impl Write,
+    model: &moments::model::Model,
+    entries: &[moments::outcome::Entry],
+    new: Option<&std::collections::BTreeMap<&str, u64>>,
+) {
+    let summary = moments::engine::summary(entries);
+    let columns = [
+        "sent",
+        "control",
+        "cancelled",
+        "inactive",
+        "no_consent",
+        "limited",
+        "capped",
+        "pending",
+    ];
+    let _ = write!(out, "{:<20}", "moment");
+    for c in columns {
+        let _ = write!(out, " {c:>10}");
+    }
+    if new.is_some() {
+        let _ = write!(out, " {:>10}", "new sends");
+    }
+    let _ = writeln!(out);
+    for moment in &model.moments {
+        let counts = summary.get(&moment.id);
+        let _ = write!(out, "{:<20}", moment.id);
+        for c in columns {
+            let n = counts.and_then(|m| m.get(c)).copied().unwrap_or(0);
+            let _ = write!(out, " {n:>10}");
+        }
+        if let Some(new) = new {
+            let n = new.get(moment.id.as_str()).copied().unwrap_or(0);
+            let _ = write!(out, " {n:>10}");
+        }
+        let _ = writeln!(out);
+    }
 }
 
 fn sample_data(
