@@ -1768,7 +1768,22 @@ impl<'s> Checker<'s> {
             }
             ExprKind::Binary(op, left, right) => self.binary(scope, *op, left, right, expr.span),
             ExprKind::Call { function, args } => self.call(scope, function, args, expr.span),
-            ExprKind::Aggregate(aggregate) => self.aggregate(scope, aggregate, expr.span, false),
+            ExprKind::Aggregate(aggregate) => {
+                if scope.kpi {
+                    self.report(
+                        Diagnostic::new(
+                            Code::KpiForm,
+                            scope.file,
+                            expr.span,
+                            "a KPI condition cannot hold another aggregate",
+                        )
+                        .with_label("an aggregate inside the KPI")
+                        .with_help("a KPI condition reads one event at a time: compare its properties with `event.…`, `send.…` or `customer.…`"),
+                    );
+                    return Ty::unknown();
+                }
+                self.aggregate(scope, aggregate, expr.span, false)
+            }
         }
     }
 
@@ -2571,6 +2586,21 @@ impl<'s> Checker<'s> {
             name => {
                 if let Some(info) = scope.lets.iter().find(|l| l.name == name) {
                     info.used.set(true);
+                    if scope.kpi {
+                        // INVARIANT: a KPI is measured after the fact from the sends and the
+                        // data (`crate::kpi`), where no `let` value exists.
+                        self.report(
+                            Diagnostic::new(
+                                Code::KpiForm,
+                                file,
+                                path.span,
+                                format!("a KPI cannot read the `let` `{name}`"),
+                            )
+                            .with_label("a `let` of the trigger")
+                            .with_help("a KPI is measured from the sends and the events after them: use `event.…`, `send.…`, `customer.…` or the KPI's own event"),
+                        );
+                        return Ty::unknown();
+                    }
                     return self.traverse(file, name, info.ty.clone(), rest);
                 }
                 if let Some(event) = scope.aggregated.filter(|e| e.name == name) {

@@ -354,7 +354,7 @@ pub fn eval(expr: &CExpr, cx: &Context) -> Value {
 }
 
 /// Read properties of a record, projecting through lists of records.
-fn project(value: Value, rest: &[Arc<str>]) -> Value {
+pub fn project(value: Value, rest: &[Arc<str>]) -> Value {
     let mut value = value;
     for name in rest {
         value = match value {

@@ -24,6 +24,13 @@ enum DeliverKind {
     Webhook,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Html,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check campaign files against their schema; report every problem.
@@ -96,6 +103,33 @@ enum Command {
         /// Fail (exit 1) if any data record was rejected.
         #[arg(long)]
         strict: bool,
+    },
+    /// KPIs per moment: treatment against control, with 95% intervals, lift and goal.
+    ///
+    /// Reads the sends and entries of the state database (default) or of a backtest's
+    /// output, and the customer data to see what customers did after each send.
+    Report {
+        /// The campaign directory.
+        #[arg(long, default_value = "campaigns")]
+        campaigns: PathBuf,
+        /// The customer data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The state database of `moments run`.
+        #[arg(long, conflicts_with = "backtest_dir")]
+        state: Option<PathBuf>,
+        /// The output directory of `moments backtest` instead of a state database.
+        #[arg(long)]
+        backtest_dir: Option<PathBuf>,
+        /// Measure windows closed by this instant (default: the latest instant in the data).
+        #[arg(long, value_parser = parse_instant)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// A table for the terminal, JSON, or a self-contained HTML page with charts.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write a deterministic synthetic shop's customer data (gzipped NDJSON) to --out.
     SampleData {
@@ -187,6 +221,15 @@ fn run(cli: Cli) -> u8 {
             out,
             strict,
         } => backtest(&campaigns, &data, from, to, &out, strict),
+        Command::Report {
+            campaigns,
+            data,
+            state,
+            backtest_dir,
+            as_of,
+            format,
+            out,
+        } => report(&campaigns, &data, state, backtest_dir, as_of, format, out),
     }
 }
 
@@ -708,6 +751,104 @@ fn print_fate_table(
         }
         let _ = writeln!(out);
     }
+}
+
+/// Where `report` and `explain` find sends and entries.
+fn load_outcomes(
+    state: Option<PathBuf>,
+    backtest_dir: Option<PathBuf>,
+) -> Result<
+    (
+        Vec<moments::outcome::Entry>,
+        Vec<moments::outcome::Send>,
+        String,
+    ),
+    String,
+> {
+    if let Some(dir) = backtest_dir {
+        let entries = read_ndjson(&dir.join("entries.ndjson"))?;
+        let sends = read_ndjson(&dir.join("sends.ndjson"))?;
+        return Ok((entries, sends, dir.display().to_string()));
+    }
+    let path = state.unwrap_or_else(|| PathBuf::from(moments::state::DEFAULT_STATE_PATH));
+    if !path.exists() {
+        return Err(format!(
+            "no state database at `{}`: run `moments run` first, or give `--state FILE` or `--backtest-dir DIR`",
+            path.display()
+        ));
+    }
+    let store = moments::state::StateStore::open(&path).map_err(|e| e.to_string())?;
+    let entries = store.entries().map_err(|e| e.to_string())?;
+    let sends = store.sends().map_err(|e| e.to_string())?;
+    Ok((entries, sends, path.display().to_string()))
+}
+
+fn read_ndjson<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| format!("`{}` line {}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn report(
+    campaigns: &std::path::Path,
+    data: &std::path::Path,
+    state: Option<PathBuf>,
+    backtest_dir: Option<PathBuf>,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+) -> u8 {
+    let model = match load_model(campaigns) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    let (entries, sends, source) = match load_outcomes(state, backtest_dir) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut stream = dataset.records();
+    let (kpis, as_of) = moments::kpi::measure(&model, &sends, stream.by_ref(), as_of);
+    let rejects = stream.take_rejects();
+    let report = moments::report::build(&model, &entries, &sends, kpis, as_of, source);
+    let text = match format {
+        ReportFormat::Table => moments::report::table(&report),
+        ReportFormat::Json => moments::report::json(&report),
+        ReportFormat::Html => moments::report_html::html(&report),
+    };
+    match &out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: cannot write `{}`: {e}", path.display());
+                return 2;
+            }
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    if !rejects.is_empty() {
+        eprintln!(
+            "warning: {} data records were rejected and not measured (see `moments backtest` for where)",
+            rejects.len()
+        );
+    }
+    0
 }
 
 fn sample_data(
