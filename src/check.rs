@@ -1877,6 +1877,12 @@ impl<'s> Checker<'s> {
                         );
                     } else if !(l.is_numeric() && r.is_numeric()) {
                         self.cannot_compare(scope, op, left, &l, right, &r, span);
+                    } else if !reads_events(left) {
+                        self.report(
+                            Diagnostic::new(Code::CrossesMisplaced, scope.file, left.span, "`crosses` needs a value the trigger event changes: an aggregate of the customer's events")
+                                .with_label("the same just before the event and with it")
+                                .with_help("write the aggregate itself, like `sum(order_completed.total) crosses 1000`; a `let` or a trait is one value, with nothing to cross"),
+                        );
                     }
                 } else if !l.orderable(&r) {
                     self.cannot_compare(scope, op, left, &l, right, &r, span);
@@ -2846,4 +2852,16 @@ pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
 /// All event names the schema declares, for tools.
 pub fn event_names(model: &Model) -> BTreeSet<&str> {
     model.schema.events.keys().map(String::as_str).collect()
+}
+
+/// Whether an expression holds an aggregate of events (so that an event can change it).
+fn reads_events(expr: &Expr) -> bool {
+    match &expr.kind {
+        ExprKind::Aggregate(_) => true,
+        ExprKind::Literal(_) | ExprKind::Path(_) => false,
+        ExprKind::Unary(_, inner) => reads_events(inner),
+        ExprKind::Binary(_, l, r) => reads_events(l) || reads_events(r),
+        ExprKind::Call { args, .. } => args.iter().any(reads_events),
+        ExprKind::List(items) => items.iter().any(reads_events),
+    }
 }

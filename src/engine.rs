@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 
 use crate::eval::{self, CExpr, Context, EventRecord, Fuel, History, Names, TraitIndex};
 use crate::model::{Channel, Model, TriggerSource};
@@ -85,6 +86,8 @@ struct Pending {
 #[derive(Default)]
 struct Customer {
     traits: Vec<Value>,
+    /// When each trait last changed value (`None`: never set by the data).
+    changed: Vec<Option<DateTime<Utc>>>,
     history: HashMap<Arc<str>, Vec<EventRecord>>,
     /// Send instants per moment (sent and control), for `limit`.
     moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
@@ -105,6 +108,131 @@ impl History for Histories<'_> {
     }
 }
 
+/// Whose evaluations to record, for `explain`.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    pub customer: String,
+    /// Only this moment (all when `None`).
+    pub moment: Option<String>,
+}
+
+/// One trigger occurrence of the traced customer: what was evaluated, with which values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceStep {
+    pub moment: String,
+    pub at: DateTime<Utc>,
+    /// The trigger in words: the event with its properties, or the schedule or date.
+    pub trigger: String,
+    pub lets: Vec<NamedValue>,
+    /// Every `where` condition, each evaluated (not only up to the first that fails).
+    pub conditions: Vec<ConditionTrace>,
+    /// All conditions held: an entry was made.
+    pub entered: bool,
+    pub due_at: Option<DateTime<Utc>>,
+    /// The due time moved past quiet hours.
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConditionTrace {
+    /// As written (canonical form).
+    pub condition: String,
+    pub holds: bool,
+    /// The names and aggregates it reads, with their values.
+    pub values: Vec<NamedValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamedValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// What an explained run found about the traced customer.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub steps: Vec<TraceStep>,
+    /// The customer's zone at the end of the run.
+    pub zone: Option<Tz>,
+    /// The customer's traits at the end of the run, by name.
+    pub traits: BTreeMap<String, Value>,
+    /// The customer's events by event identifier: how many, first and last instant.
+    pub events: BTreeMap<String, (u64, DateTime<Utc>, DateTime<Utc>)>,
+    /// When the customer is unknown: the closest known id, if one is close.
+    pub did_you_mean: Option<String>,
+    /// Per moment traced: its message rendered for the customer (see [`Preview`]).
+    pub previews: BTreeMap<String, Preview>,
+}
+
+/// A moment's message rendered for one customer: with the traits at the end of the run
+/// and the latest trigger occurrence (its event and `let`s), or none if it never fired.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preview {
+    pub moment: String,
+    pub customer: String,
+    pub channel: String,
+    /// The occurrence rendered: its instant and the trigger in words.
+    pub trigger_at: Option<DateTime<Utc>>,
+    pub trigger: Option<String>,
+    /// Every field of the message, rendered.
+    pub fields: BTreeMap<String, String>,
+    /// The variables the templates read, with their values (`none` when missing).
+    pub variables: Vec<NamedValue>,
+}
+
+/// [`run`], also recording every trigger occurrence of one customer.
+pub fn run_traced(
+    model: &Model,
+    records: impl Iterator<Item = Record>,
+    from: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    options: &TraceOptions,
+) -> (RunOutput, Trace) {
+    let mut engine = Engine::new(model);
+    engine.tracer = Some(Tracer::new(&engine, model, options));
+    let customer: Arc<str> = Arc::from(options.customer.as_str());
+    let mut trace = Trace::default();
+    let out = engine.run_with(records, from, now, |engine| {
+        if !engine.customers.contains_key(&customer) {
+            let mut ids: Vec<&str> = engine.customers.keys().map(|k| &**k).collect();
+            ids.sort_unstable();
+            trace.did_you_mean = crate::diagnostic::closest(&customer, ids).map(str::to_string);
+        }
+        if let Some(c) = engine.customers.get(&customer) {
+            trace.zone = Some(engine.zone_of(c));
+            trace.traits = engine
+                .traits
+                .names
+                .iter()
+                .zip(&c.traits)
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect();
+            trace.events = c
+                .history
+                .iter()
+                .filter_map(|(name, events)| {
+                    Some((
+                        name.to_string(),
+                        (events.len() as u64, events.first()?.at, events.last()?.at),
+                    ))
+                })
+                .collect();
+        }
+        if let Some(tracer) = engine.tracer.take() {
+            for index in 0..engine.moments.len() {
+                if tracer.wants(&engine.moments[index].id, &customer) {
+                    if let Some(preview) = engine.preview(index, &customer, tracer.last.get(&index))
+                    {
+                        trace.previews.insert(preview.moment.clone(), preview);
+                    }
+                }
+            }
+            trace.steps = tracer.steps;
+        }
+    });
+    (out, trace)
+}
+
 /// Run the campaigns over `records` (in time order) up to `now`; entries triggered before
 /// `from` are not reported (their effect on limits and caps still counts).
 pub fn run(
@@ -113,7 +241,113 @@ pub fn run(
     from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RunOutput {
-    Engine::new(model).run(records, from, now)
+    Engine::new(model).run_with(records, from, now, |_| {})
+}
+
+/// The traced customer's compiled conditions, with the parts worth showing.
+struct Tracer {
+    customer: Arc<str>,
+    moment: Option<String>,
+    /// Per moment: the `where` conditions, split at their top-level `and`s.
+    conditions: Vec<Vec<TracedCondition>>,
+    steps: Vec<TraceStep>,
+    /// The latest trigger occurrence per moment: (instant, event, `let` values), for
+    /// previews.
+    last: HashMap<usize, Occurrence>,
+}
+
+/// A trigger occurrence: its instant, its event (if any) and its `let` values.
+type Occurrence = (DateTime<Utc>, Option<EventRecord>, Vec<Value>);
+
+impl Tracer {
+    fn new(engine: &Engine, model: &Model, options: &TraceOptions) -> Tracer {
+        let conditions = model
+            .moments
+            .iter()
+            .zip(&engine.moments)
+            .map(|(m, plan)| {
+                let names = Names {
+                    traits: &engine.traits,
+                    lets: &plan.let_names,
+                    aggregated: None,
+                };
+                let mut conjuncts = Vec::new();
+                for c in &m.trigger.conditions {
+                    split_and(c, &mut conjuncts);
+                }
+                conjuncts
+                    .into_iter()
+                    .map(|c| {
+                        let mut parts = Vec::new();
+                        collect_parts(c, &mut parts);
+                        let mut seen = std::collections::HashSet::new();
+                        let parts = parts
+                            .into_iter()
+                            .map(|p| (crate::format::format_expr(p), p))
+                            .filter(|(text, _)| seen.insert(text.clone()))
+                            .map(|(text, p)| (text, eval::compile(p, &names)))
+                            .collect();
+                        TracedCondition {
+                            text: crate::format::format_expr(c),
+                            compiled: eval::compile(c, &names),
+                            parts,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Tracer {
+            customer: Arc::from(options.customer.as_str()),
+            moment: options.moment.clone(),
+            conditions,
+            steps: Vec::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    fn wants(&self, moment: &str, customer: &str) -> bool {
+        *self.customer == *customer && self.moment.as_deref().is_none_or(|m| m == moment)
+    }
+}
+
+struct TracedCondition {
+    text: String,
+    compiled: CExpr,
+    /// The names and aggregates it reads: (text, compiled).
+    parts: Vec<(String, CExpr)>,
+}
+
+/// `a and b and c` as `[a, b, c]`: each shown with whether it held.
+fn split_and<'e>(expr: &'e crate::ast::Expr, into: &mut Vec<&'e crate::ast::Expr>) {
+    match &expr.kind {
+        crate::ast::ExprKind::Binary(crate::ast::BinaryOp::And, l, r) => {
+            split_and(l, into);
+            split_and(r, into);
+        }
+        _ => into.push(expr),
+    }
+}
+
+/// The sub-expressions of a condition worth showing with their values: names, calls and
+/// aggregates (not literals, not the operators between them).
+fn collect_parts<'e>(expr: &'e crate::ast::Expr, into: &mut Vec<&'e crate::ast::Expr>) {
+    use crate::ast::ExprKind;
+    match &expr.kind {
+        ExprKind::Path(_) | ExprKind::Aggregate(_) => into.push(expr),
+        ExprKind::Call { args, .. } => {
+            into.push(expr);
+            for a in args {
+                collect_parts(a, into);
+            }
+        }
+        ExprKind::Unary(_, inner) => collect_parts(inner, into),
+        ExprKind::Binary(_, l, r) => {
+            collect_parts(l, into);
+            collect_parts(r, into);
+        }
+        ExprKind::List(items) => items.iter().for_each(|i| collect_parts(i, into)),
+        ExprKind::Literal(_) => {}
+    }
 }
 
 struct Engine<'m> {
@@ -133,6 +367,7 @@ struct Engine<'m> {
     next_pending: u64,
     timers: TimerQueue,
     out: RunOutput,
+    tracer: Option<Tracer>,
 }
 
 impl<'m> Engine<'m> {
@@ -257,6 +492,69 @@ impl<'m> Engine<'m> {
             next_pending: 0,
             timers: BinaryHeap::new(),
             out: RunOutput::default(),
+            tracer: None,
+        }
+    }
+
+    /// A trigger occurrence in words: `Product Added {price: 24, quantity: 1}`,
+    /// `every "0 9 * * *" (Europe/Paris)`, `anniversary of birthday (1990-12-02)`.
+    fn describe_trigger(
+        &self,
+        moment: usize,
+        customer: &Customer,
+        event: Option<&EventRecord>,
+        zone: Tz,
+    ) -> String {
+        let trait_value = |name: &str| {
+            self.traits
+                .position(name)
+                .and_then(|i| customer.traits.get(i))
+                .map_or("none".to_string(), |v| v.to_string())
+        };
+        match &self.moments[moment].source {
+            TriggerSource::Event {
+                event: name,
+                catalog,
+            } => {
+                let source = self
+                    .model
+                    .schema
+                    .events
+                    .get(name)
+                    .map_or(name.as_str(), |e| e.source.as_str());
+                let properties = event
+                    .map(|e| {
+                        e.properties
+                            .iter()
+                            .map(|(k, v)| format!("{k}: {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let kind = if *catalog { " (catalog)" } else { "" };
+                format!("{source}{kind} {{{properties}}}")
+            }
+            TriggerSource::Anniversary { date_trait, .. } => {
+                format!("anniversary of {date_trait} ({})", trait_value(date_trait))
+            }
+            TriggerSource::Offset {
+                offset,
+                direction,
+                date_trait,
+                ..
+            } => format!(
+                "{offset} {} {date_trait} ({})",
+                match direction {
+                    crate::ast::Direction::Before => "before",
+                    crate::ast::Direction::After => "after",
+                },
+                trait_value(date_trait)
+            ),
+            TriggerSource::Every { cron, zone: fixed } => format!(
+                "every \"{}\" in {}",
+                cron.source(),
+                fixed.unwrap_or(zone).name()
+            ),
         }
     }
 
@@ -269,11 +567,13 @@ impl<'m> Engine<'m> {
         schedule::customer_zone(own, Some(self.default_zone))
     }
 
-    fn run(
+    /// The run; `finish` sees the engine's final state before its output is taken.
+    fn run_with(
         mut self,
         records: impl Iterator<Item = Record>,
         from: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
+        finish: impl FnOnce(&mut Engine),
     ) -> RunOutput {
         let mut records = records.peekable();
         let mut cron_cursor: Option<DateTime<Utc>> = None;
@@ -294,11 +594,25 @@ impl<'m> Engine<'m> {
                 .flatten()
                 .min()
             else {
+                // Nothing left but schedules up to `now`; their decisions due by `now`
+                // are made in the next rounds.
+                if cron_cursor.is_some_and(|c| c < now) {
+                    self.fire_schedules(cron_cursor, now, from);
+                    cron_cursor = Some(now);
+                    continue;
+                }
                 break;
             };
-            // Scheduled (`every`) triggers between the last instant and this one.
-            self.fire_schedules(cron_cursor, instant, from);
-            cron_cursor = Some(instant);
+            // Scheduled (`every`) triggers between the last instant and this one. They may
+            // make decisions due before `instant`: those come first, so go round again.
+            // INVARIANT: the cursor never moves back, so no schedule instant fires twice.
+            if cron_cursor.is_none_or(|c| c < instant) {
+                self.fire_schedules(cron_cursor, instant, from);
+                cron_cursor = Some(instant);
+                if self.pending.peek().is_some_and(|Reverse(p)| p.0 < instant) {
+                    continue;
+                }
+            }
             if next_record == Some(instant) {
                 while records.peek().is_some_and(|r| r.at == instant) {
                     if let Some(record) = records.next() {
@@ -323,7 +637,6 @@ impl<'m> Engine<'m> {
                 }
             }
         }
-        self.fire_schedules(cron_cursor, now, from);
         // What is left is pending.
         let mut left: Vec<Pending> = self.pending_store.drain().map(|(_, p)| p).collect();
         left.sort_by(|a, b| (a.send_at, &a.customer).cmp(&(b.send_at, &b.customer)));
@@ -336,11 +649,20 @@ impl<'m> Engine<'m> {
                     trigger_at: p.trigger_at,
                     due_at: p.due_at,
                     fate: None,
-                    reason: format!("pending: due {}", p.send_at.to_rfc3339()),
+                    reason: format!(
+                        "pending: due {}",
+                        local_time(
+                            p.send_at,
+                            self.customers
+                                .get(&p.customer)
+                                .map_or(self.default_zone, |c| self.zone_of(c))
+                        )
+                    ),
                     send_id: None,
                 });
             }
         }
+        finish(&mut self);
         let mut out = self.out;
         out.entries.sort_by(|a, b| {
             (&a.moment, &a.customer_id, a.trigger_at, &a.send_id).cmp(&(
@@ -378,6 +700,9 @@ impl<'m> Engine<'m> {
                 let customer = self.customer(&customer_id);
                 for (i, value) in updates {
                     if let Some(slot) = customer.traits.get_mut(i) {
+                        if *slot != value || customer.changed[i].is_none() {
+                            customer.changed[i] = Some(record.at);
+                        }
                         *slot = value;
                     }
                 }
@@ -424,6 +749,7 @@ impl<'m> Engine<'m> {
             .entry(id.clone())
             .or_insert_with(|| Customer {
                 traits: defaults.clone(),
+                changed: vec![None; defaults.len()],
                 ..Customer::default()
             })
     }
@@ -497,14 +823,64 @@ impl<'m> Engine<'m> {
         if fuel.exhausted() {
             self.out.out_of_fuel += 1;
         }
-        if !passes {
-            return;
-        }
         let due_at = schedule::due_at(at, plan.delay_seconds).unwrap_or(at);
         let send_at = match plan.quiet {
             Some((start, end)) => schedule::after_quiet_hours(due_at, start, end, zone),
             None => due_at,
         };
+        if let Some(tracer) = self
+            .tracer
+            .as_ref()
+            .filter(|t| t.wants(&plan.id, &customer_id))
+        {
+            let show = |v: &Value| match v {
+                Value::Null => "none".to_string(),
+                Value::Text(t) => format!("{t:?}"),
+                other => other.to_string(),
+            };
+            let conditions = tracer.conditions[moment]
+                .iter()
+                .map(|c| ConditionTrace {
+                    condition: c.text.clone(),
+                    holds: eval::holds(&c.compiled, &cx),
+                    values: c
+                        .parts
+                        .iter()
+                        .map(|(name, expr)| NamedValue {
+                            name: name.clone(),
+                            value: show(&eval::eval(expr, &cx)),
+                        })
+                        .collect(),
+                })
+                .collect();
+            let step = TraceStep {
+                moment: plan.id.to_string(),
+                at,
+                trigger: self.describe_trigger(moment, customer, trigger_event.as_ref(), zone),
+                lets: plan
+                    .let_names
+                    .iter()
+                    .zip(&lets)
+                    .map(|(name, value)| NamedValue {
+                        name: name.clone(),
+                        value: show(value),
+                    })
+                    .collect(),
+                conditions,
+                entered: passes,
+                due_at: passes.then_some(due_at),
+                send_at: passes.then_some(send_at),
+            };
+            if let Some(tracer) = self.tracer.as_mut() {
+                tracer.steps.push(step);
+                tracer
+                    .last
+                    .insert(moment, (at, trigger_event.clone(), lets.clone()));
+            }
+        }
+        if !passes {
+            return;
+        }
         let _ = from;
         let key = self.next_pending;
         self.next_pending += 1;
@@ -615,10 +991,38 @@ impl<'m> Engine<'m> {
             if let Some(rule) = self.consent.get(&plan.channel) {
                 if !eval::holds(rule, &cx) {
                     fate = Some(Fate::NoConsent);
+                    let mut read = Vec::new();
+                    collect_traits(rule, &mut read);
+                    read.sort_unstable();
+                    read.dedup();
+                    let since: Vec<String> = read
+                        .iter()
+                        .map(|&i| {
+                            let value = customer.traits.get(i).map_or(Value::Null, Clone::clone);
+                            let value = if value.is_null() {
+                                "none".to_string()
+                            } else {
+                                value.to_string()
+                            };
+                            match customer.changed.get(i).copied().flatten() {
+                                Some(t) => format!(
+                                    "{} {value} since {}",
+                                    self.traits.names[i],
+                                    local_time(t, zone)
+                                ),
+                                None => format!("{} {value} (never set)", self.traits.names[i]),
+                            }
+                        })
+                        .collect();
                     reason = format!(
-                        "no_consent: {} consent is not given at {}",
+                        "no_consent: {} consent not given at {}{}",
                         plan.channel.name(),
-                        local_time(p.send_at, zone)
+                        local_time(p.send_at, zone),
+                        if since.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", since.join(", "))
+                        }
                     );
                 }
             }
@@ -640,12 +1044,15 @@ impl<'m> Engine<'m> {
                         .last()
                         .map(|t| local_time(**t, zone))
                         .unwrap_or_default();
+                    // The holdout counts too: a control entry stands for a message.
                     reason = match per {
                         Some(w) => format!(
-                            "limited: sent at {last}, limit {count} per {}",
+                            "limited: already had this moment at {last}, limit {count} per {}",
                             human_duration(w)
                         ),
-                        None => format!("limited: sent at {last}, limit {count} per customer"),
+                        None => format!(
+                            "limited: already had this moment at {last}, limit {count} per customer"
+                        ),
                     };
                 }
             }
@@ -661,7 +1068,8 @@ impl<'m> Engine<'m> {
                     .count();
                 if recent as u64 >= count {
                     fate = Some(Fate::Capped);
-                    reason = format!("capped: {recent} messages in the last {per}, cap {count}");
+                    let messages = if recent == 1 { "message" } else { "messages" };
+                    reason = format!("capped: {recent} {messages} in the last {per}, cap {count}");
                 }
             }
         }
@@ -726,6 +1134,101 @@ impl<'m> Engine<'m> {
     }
 
     /// Every field of the message, rendered with the customer as of the send.
+    /// The message of `moment` rendered for `customer_id` (see [`Preview`]).
+    fn preview(
+        &self,
+        moment: usize,
+        customer_id: &Arc<str>,
+        last: Option<&Occurrence>,
+    ) -> Option<Preview> {
+        let customer = self.customers.get(customer_id)?;
+        let plan = &self.moments[moment];
+        let zone = self.zone_of(customer);
+        let (trigger_at, trigger_event, lets) = match last {
+            Some((at, event, lets)) => (Some(*at), event.clone(), lets.clone()),
+            None => (None, None, vec![Value::Null; plan.let_names.len()]),
+        };
+        let at = trigger_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let trigger_key = trigger_event
+            .as_ref()
+            .map_or_else(|| schedule::instant_key(at), |e| e.id.to_string());
+        let send_id = schedule::send_id(&plan.id, customer_id, &trigger_key);
+        let pending = Pending {
+            moment,
+            customer: customer_id.clone(),
+            trigger_at: at,
+            trigger_key,
+            trigger_event,
+            due_at: at,
+            send_at: at,
+            lets,
+        };
+        let fields = self.render(moment, customer, &pending, &send_id);
+        // The variables each template reads, resolved as the templates see them.
+        let mut names: Vec<String> = Vec::new();
+        for field in &plan.fields {
+            if let Ok(template) = self
+                .templates
+                .get_template(&format!("{}/{}", plan.id, field))
+            {
+                names.extend(template.undeclared_variables(true));
+            }
+        }
+        names.sort();
+        names.dedup();
+        let show = |v: Option<&Value>| match v {
+            None | Some(Value::Null) => "none".to_string(),
+            Some(Value::Text(t)) => format!("{t:?}"),
+            Some(other) => other.to_string(),
+        };
+        let variables = names
+            .into_iter()
+            .map(|name| {
+                let mut segments = name.split('.');
+                let first = segments.next().unwrap_or_default();
+                let second = segments.next();
+                let value = match (first, second) {
+                    ("customer", Some(t)) => {
+                        show(self.traits.position(t).and_then(|i| customer.traits.get(i)))
+                    }
+                    ("event", Some(p)) => show(
+                        pending
+                            .trigger_event
+                            .as_ref()
+                            .and_then(|e| e.properties.get(p)),
+                    ),
+                    ("moment", Some("id")) => format!("{:?}", &*plan.id),
+                    ("moment", Some("title")) => format!("{:?}", plan.title),
+                    ("send", Some("id")) => format!("{send_id:?}"),
+                    (name, _) => show(
+                        plan.let_names
+                            .iter()
+                            .position(|l| l == name)
+                            .and_then(|i| pending.lets.get(i)),
+                    ),
+                };
+                NamedValue { name, value }
+            })
+            .collect();
+        Some(Preview {
+            moment: plan.id.to_string(),
+            customer: customer_id.to_string(),
+            channel: plan.channel.name().to_string(),
+            trigger_at,
+            trigger: pending
+                .trigger_event
+                .as_ref()
+                .map(|_| {
+                    self.describe_trigger(moment, customer, pending.trigger_event.as_ref(), zone)
+                })
+                .or_else(|| {
+                    trigger_at.map(|_| self.describe_trigger(moment, customer, None, zone))
+                }),
+            fields,
+            variables,
+        })
+    }
+
     fn render(
         &self,
         moment: usize,
@@ -948,6 +1451,22 @@ impl<'m> Engine<'m> {
                 );
             }
         }
+    }
+}
+
+/// The traits an expression reads (outside aggregates).
+fn collect_traits(expr: &CExpr, into: &mut Vec<usize>) {
+    match expr {
+        CExpr::Trait(i, _) => into.push(*i),
+        CExpr::List(items) | CExpr::Call(_, items) => {
+            items.iter().for_each(|i| collect_traits(i, into))
+        }
+        CExpr::Not(i) | CExpr::Neg(i) => collect_traits(i, into),
+        CExpr::Binary(_, l, r) => {
+            collect_traits(l, into);
+            collect_traits(r, into);
+        }
+        _ => {}
     }
 }
 

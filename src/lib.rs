@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod diagnostic;
 pub mod engine;
 pub mod eval;
+pub mod explain;
 pub mod format;
 pub mod kpi;
 pub mod model;

@@ -31,6 +31,12 @@ enum ReportFormat {
     Html,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TextOrJson {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check campaign files against their schema; report every problem.
@@ -131,6 +137,61 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Why a customer did or did not get each moment's message.
+    ///
+    /// Runs the campaigns over the data up to --to with the customer traced, and shows
+    /// every trigger occurrence: the trigger, each condition with the values it read, and
+    /// the entry's fate with its reason; for a moment that never fired, what was missing.
+    Explain {
+        /// The customer's id (`userId`).
+        #[arg(long)]
+        customer: String,
+        /// Only this moment.
+        #[arg(long)]
+        moment: Option<String>,
+        /// The campaign directory.
+        #[arg(long, default_value = "campaigns")]
+        campaigns: PathBuf,
+        /// The customer data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Show occurrences from this instant (default: the start of the data).
+        #[arg(long, value_parser = parse_instant)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Run up to this instant (default: the clock).
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Text for a person, or JSON.
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// A moment's message rendered for a customer of the data, with the variables it reads.
+    ///
+    /// Uses the customer's traits at --at and the latest occurrence of the trigger (its
+    /// event and `let`s) up to then.
+    Preview {
+        /// The moment's id.
+        moment: String,
+        /// The customer's id.
+        #[arg(long, conflicts_with = "sample", required_unless_present = "sample")]
+        customer: Option<String>,
+        /// A customer of the data who got this moment (the first by id), or else one who
+        /// triggered it.
+        #[arg(long)]
+        sample: bool,
+        /// The campaign directory.
+        #[arg(long, default_value = "campaigns")]
+        campaigns: PathBuf,
+        /// The customer data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Read the data up to this instant (default: the clock).
+        #[arg(long, value_parser = parse_instant)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Text for a person, or JSON.
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
     /// Write a deterministic synthetic shop's customer data (gzipped NDJSON) to --out.
     SampleData {
         /// How many customers.
@@ -230,6 +291,24 @@ fn run(cli: Cli) -> u8 {
             format,
             out,
         } => report(&campaigns, &data, state, backtest_dir, as_of, format, out),
+        Command::Explain {
+            customer,
+            moment,
+            campaigns,
+            data,
+            from,
+            to,
+            format,
+        } => explain(&campaigns, &data, &customer, moment, from, to, format),
+        Command::Preview {
+            moment,
+            customer,
+            sample: _,
+            campaigns,
+            data,
+            at,
+            format,
+        } => preview(&campaigns, &data, &moment, customer, at, format),
     }
 }
 
@@ -730,7 +809,14 @@ fn print_fate_table(
         "capped",
         "pending",
     ];
-    let _ = write!(out, "{:<20}", "moment");
+    let width = model
+        .moments
+        .iter()
+        .map(|m| m.id.len())
+        .max()
+        .unwrap_or(0)
+        .max(20);
+    let _ = write!(out, "{:<width$}", "moment");
     for c in columns {
         let _ = write!(out, " {c:>10}");
     }
@@ -740,7 +826,7 @@ fn print_fate_table(
     let _ = writeln!(out);
     for moment in &model.moments {
         let counts = summary.get(&moment.id);
-        let _ = write!(out, "{:<20}", moment.id);
+        let _ = write!(out, "{:<width$}", moment.id);
         for c in columns {
             let n = counts.and_then(|m| m.get(c)).copied().unwrap_or(0);
             let _ = write!(out, " {n:>10}");
@@ -847,6 +933,173 @@ fn report(
             "warning: {} data records were rejected and not measured (see `moments backtest` for where)",
             rejects.len()
         );
+    }
+    0
+}
+
+fn explain(
+    campaigns: &std::path::Path,
+    data: &std::path::Path,
+    customer: &str,
+    moment: Option<String>,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    format: TextOrJson,
+) -> u8 {
+    let model = match load_model(campaigns) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    if let Some(id) = &moment {
+        if !model.moments.iter().any(|m| &m.id == id) {
+            let hint =
+                moments::diagnostic::did_you_mean(id, model.moments.iter().map(|m| m.id.as_str()))
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+            eprintln!("error: no moment `{id}` in `{}`{hint}", campaigns.display());
+            return 2;
+        }
+    }
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let to = to.unwrap_or_else(chrono::Utc::now);
+    let from = from.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let options = moments::engine::TraceOptions {
+        customer: customer.to_string(),
+        moment: moment.clone(),
+    };
+    let mut stream = dataset.records();
+    let (output, trace) = moments::engine::run_traced(&model, stream.by_ref(), None, to, &options);
+    let explanation = moments::explain::explain(
+        &model,
+        customer,
+        moment.as_deref(),
+        from,
+        to,
+        &output,
+        &trace,
+    );
+    let text = match format {
+        TextOrJson::Text => moments::explain::text(&explanation),
+        TextOrJson::Json => moments::explain::json(&explanation),
+    };
+    print!("{text}");
+    if explanation.known {
+        0
+    } else {
+        1
+    }
+}
+
+fn preview(
+    campaigns: &std::path::Path,
+    data: &std::path::Path,
+    moment: &str,
+    customer: Option<String>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    format: TextOrJson,
+) -> u8 {
+    let model = match load_model(campaigns) {
+        Ok(model) => model,
+        Err(code) => return code,
+    };
+    if !model.moments.iter().any(|m| m.id == moment) {
+        let hint =
+            moments::diagnostic::did_you_mean(moment, model.moments.iter().map(|m| m.id.as_str()))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+        eprintln!(
+            "error: no moment `{moment}` in `{}`{hint}",
+            campaigns.display()
+        );
+        return 2;
+    }
+    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let at = at.unwrap_or_else(chrono::Utc::now);
+    let customer = match customer {
+        Some(c) => c,
+        None => {
+            // A sample: the first customer who got it, else who triggered it.
+            let output = moments::engine::run(&model, dataset.records(), None, at);
+            let mut got: Vec<&moments::outcome::Entry> = output
+                .entries
+                .iter()
+                .filter(|e| e.moment == moment)
+                .collect();
+            got.sort_by_key(|e| (e.send_id.is_none(), e.customer_id.clone()));
+            match got.first() {
+                Some(e) => e.customer_id.clone(),
+                None => {
+                    eprintln!(
+                        "error: no customer triggered `{moment}` up to {at}; give `--customer ID`"
+                    );
+                    return 1;
+                }
+            }
+        }
+    };
+    let options = moments::engine::TraceOptions {
+        customer: customer.clone(),
+        moment: Some(moment.to_string()),
+    };
+    let (_, trace) = moments::engine::run_traced(&model, dataset.records(), None, at, &options);
+    let Some(preview) = trace.previews.get(moment) else {
+        let hint = trace
+            .did_you_mean
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        eprintln!("error: customer `{customer}` is not in the data up to {at}{hint}");
+        return 1;
+    };
+    match format {
+        TextOrJson::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(preview).unwrap_or_default()
+            );
+        }
+        TextOrJson::Text => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{} for customer {} ({})",
+                preview.moment, preview.customer, preview.channel
+            );
+            match (&preview.trigger, preview.trigger_at) {
+                (Some(trigger), Some(when)) => {
+                    let _ = writeln!(
+                        out,
+                        "rendered for the latest trigger: {} at {}",
+                        trigger,
+                        when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "the moment never fired for this customer: rendered without a trigger event");
+                }
+            }
+            for (field, text) in &preview.fields {
+                let _ = writeln!(out, "\n{field}:");
+                for line in text.lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+            let _ = writeln!(out, "\nvariables:");
+            for v in &preview.variables {
+                let _ = writeln!(out, "  {} = {}", v.name, v.value);
+            }
+        }
     }
     0
 }

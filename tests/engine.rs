@@ -430,3 +430,53 @@ moment bday "Birthday" {
         ]
     );
 }
+
+const DAILY: &str = r#"
+moment daily "Daily digest" {
+  trigger {
+    every "0 9 * * *" in "UTC"
+    wait 30m
+  }
+  message email {
+    subject "Today"
+    body "Hello"
+  }
+  kpi "Order rate" = rate(order_completed within 1d after send)
+}
+"#;
+
+/// Days without any record in between: each 09:00 fires once, and its decision (due
+/// 09:30) is made at 09:30, before the next record is read (the unsubscribe of the 21st
+/// does not reach back to the 20th).
+#[test]
+fn a_daily_schedule_fires_once_a_day_across_days_without_data() {
+    let model = model(&[("daily", DAILY)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 8, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        // Nothing on the 19th and 20th; this unsubscribe comes after the 20th's send.
+        identify(
+            "i2",
+            "ada",
+            t(21, 8, 0),
+            &[("email_opt_in", Value::Bool(false))],
+        ),
+    ];
+    let out = run(&model, records.into_iter(), None, t(22, 0, 0));
+    let got: Vec<(DateTime<Utc>, Option<Fate>)> =
+        out.entries.iter().map(|e| (e.trigger_at, e.fate)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (t(18, 9, 0), Some(Fate::Sent)),
+            (t(19, 9, 0), Some(Fate::Sent)),
+            // The schema's cap: 2 per customer per 7d.
+            (t(20, 9, 0), Some(Fate::Capped)),
+            (t(21, 9, 0), Some(Fate::NoConsent)),
+        ]
+    );
+}
