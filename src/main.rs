@@ -568,7 +568,12 @@ fn backtest(
     };
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
-    let result = moments::engine::run(&model, stream.by_ref(), Some(from), to);
+    let result = moments::engine::run(
+        &model,
+        Progress::new(stream.by_ref(), "backtest"),
+        Some(from),
+        to,
+    );
     let rejects = stream.take_rejects();
     let elapsed = started.elapsed();
     if let Err(e) = std::fs::create_dir_all(out)
@@ -839,6 +844,59 @@ fn print_fate_table(
     }
 }
 
+/// Records read, shown on standard error while a long run goes on: only when it is a
+/// terminal, so logs and pipes get nothing.
+struct Progress<I> {
+    records: I,
+    bar: Option<indicatif::ProgressBar>,
+    count: u64,
+}
+
+impl<I: Iterator<Item = moments::value::Record>> Progress<I> {
+    fn new(records: I, what: &str) -> Progress<I> {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {human_pos} records read, {elapsed}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_message(what.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Progress {
+            records,
+            bar,
+            count: 0,
+        }
+    }
+}
+
+impl<I: Iterator<Item = moments::value::Record>> Iterator for Progress<I> {
+    type Item = moments::value::Record;
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.records.next();
+        self.count += 1;
+        if let Some(bar) = &self.bar {
+            if next.is_none() {
+                bar.finish_and_clear();
+            } else if self.count % 4096 == 0 {
+                bar.set_position(self.count);
+            }
+        }
+        next
+    }
+}
+
+impl<I> Drop for Progress<I> {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Where `report` and `explain` find sends and entries.
 fn load_outcomes(
     state: Option<PathBuf>,
@@ -910,7 +968,12 @@ fn report(
         }
     };
     let mut stream = dataset.records();
-    let (kpis, as_of) = moments::kpi::measure(&model, &sends, stream.by_ref(), as_of);
+    let (kpis, as_of) = moments::kpi::measure(
+        &model,
+        &sends,
+        Progress::new(stream.by_ref(), "report"),
+        as_of,
+    );
     let rejects = stream.take_rejects();
     let report = moments::report::build(&model, &entries, &sends, kpis, as_of, source);
     let text = match format {
@@ -974,7 +1037,13 @@ fn explain(
         moment: moment.clone(),
     };
     let mut stream = dataset.records();
-    let (output, trace) = moments::engine::run_traced(&model, stream.by_ref(), None, to, &options);
+    let (output, trace) = moments::engine::run_traced(
+        &model,
+        Progress::new(stream.by_ref(), "explain"),
+        None,
+        to,
+        &options,
+    );
     let explanation = moments::explain::explain(
         &model,
         customer,
