@@ -606,9 +606,12 @@ impl<'m> Engine<'m> {
             // Scheduled (`every`) triggers between the last instant and this one. They may
             // make decisions due before `instant`: those come first, so go round again.
             // INVARIANT: the cursor never moves back, so no schedule instant fires twice.
-            if cron_cursor.is_none_or(|c| c < instant) {
-                self.fire_schedules(cron_cursor, instant, from);
-                cron_cursor = Some(instant);
+            // A schedule instant equal to `instant` fires in a later round, after the
+            // records of that instant (records come first at an instant).
+            let before = instant - chrono::Duration::nanoseconds(1);
+            if cron_cursor.is_none_or(|c| c < before) {
+                self.fire_schedules(cron_cursor, before, from);
+                cron_cursor = Some(before);
                 if self.pending.peek().is_some_and(|Reverse(p)| p.0 < instant) {
                     continue;
                 }
@@ -659,6 +662,7 @@ impl<'m> Engine<'m> {
                         )
                     ),
                     send_id: None,
+                    trigger_key: p.trigger_key.clone(),
                 });
             }
         }
@@ -1121,6 +1125,7 @@ impl<'m> Engine<'m> {
                 fate: Some(fate),
                 reason,
                 send_id: entry_send_id,
+                trigger_key: p.trigger_key.clone(),
             });
         }
         if let Some(c) = self.customers.get_mut(&p.customer) {

@@ -81,6 +81,10 @@ pub struct Entry {
     pub reason: String,
     /// Present for `sent` and `control`.
     pub send_id: Option<String>,
+    /// Tells apart entries of one moment and customer at the same instant: the trigger
+    /// event's id, or the instant for timed triggers. Kept in the state, not in files.
+    #[serde(default, skip_serializing)]
+    pub trigger_key: String,
 }
 
 /// A message decided at an instant: sent to the customer, or recorded for the control group.

@@ -82,6 +82,23 @@ const MIGRATIONS: &[&str] = &[
         detail  TEXT NOT NULL
     );
     CREATE INDEX attempts_by_send ON attempts (send_id, at);",
+    // 2: entries keyed by their trigger too: two triggers of one moment and customer in the
+    // same second are two entries.
+    "CREATE TABLE entries_v2 (
+        moment      TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        trigger_at  TEXT NOT NULL,
+        trigger_key TEXT NOT NULL,
+        due_at      TEXT NOT NULL,
+        fate        TEXT,
+        reason      TEXT NOT NULL,
+        send_id     TEXT,
+        UNIQUE (moment, customer_id, trigger_at, trigger_key)
+    );
+    INSERT INTO entries_v2
+        SELECT moment, customer_id, trigger_at, '', due_at, fate, reason, send_id FROM entries;
+    DROP TABLE entries;
+    ALTER TABLE entries_v2 RENAME TO entries;",
 ];
 
 /// The columns of `sends` that make a [`Send`], in the order [`send_from_row`] reads them.
@@ -332,9 +349,9 @@ impl StateStore {
             let mut upsert_entry = tx
                 .prepare(
                     "INSERT INTO entries (moment, customer_id, trigger_at, due_at, fate, reason,
-                                          send_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (moment, customer_id, trigger_at) DO UPDATE SET
+                                          send_id, trigger_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (moment, customer_id, trigger_at, trigger_key) DO UPDATE SET
                          due_at = excluded.due_at,
                          fate = excluded.fate,
                          reason = excluded.reason,
@@ -352,6 +369,7 @@ impl StateStore {
                         entry.fate.map(Fate::as_str),
                         entry.reason,
                         entry.send_id,
+                        entry.trigger_key,
                     ])
                     .map_err(sqlite)?;
             }
@@ -463,8 +481,9 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT moment, customer_id, trigger_at, due_at, fate, reason, send_id
-                 FROM entries ORDER BY moment, customer_id, trigger_at",
+                "SELECT moment, customer_id, trigger_at, due_at, fate, reason, send_id,
+                        trigger_key
+                 FROM entries ORDER BY moment, customer_id, trigger_at, trigger_key",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
@@ -477,12 +496,13 @@ impl StateStore {
                     row.get::<_, Option<String>>(4)?,
                     row.get::<_, String>(5)?,
                     row.get::<_, Option<String>>(6)?,
+                    row.get::<_, String>(7)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
         let mut entries = Vec::new();
         for row in rows {
-            let (moment, customer_id, trigger_at, due_at, fate, reason, send_id) =
+            let (moment, customer_id, trigger_at, due_at, fate, reason, send_id, trigger_key) =
                 row.map_err(|e| self.sqlite(e))?;
             let fate = match fate {
                 None => None,
@@ -501,6 +521,7 @@ impl StateStore {
                 fate,
                 reason,
                 send_id,
+                trigger_key,
             });
         }
         Ok(entries)

@@ -525,7 +525,7 @@ const ADA: &str = r#"{"type":"identify","messageId":"i1","userId":"ada","timesta
 /// decide her entry due on the 18th at 10:00 (sent or control), and decide it as a run that
 /// also reads a record of the 20th does: the engine is causal.
 #[test]
-#[ignore = "bug: an `every` trigger instant after the last record stays pending however late `now` is"]
+
 fn an_every_trigger_is_decided_at_its_instant_without_later_records() {
     let viewed = r#"{"type":"track","messageId":"v1","userId":"ada","event":"Product Viewed","timestamp":"2026-12-15T12:00:00Z","properties":{"product_id":"p1","price":5}}"#;
     let later = r#"{"type":"track","messageId":"s1","userId":"ada","event":"Session Started","timestamp":"2026-12-20T08:00:00Z","properties":{}}"#;
@@ -550,7 +550,7 @@ fn an_every_trigger_is_decided_at_its_instant_without_later_records() {
 /// a product viewed at 10:00:00 on 18 December counts for the `holiday_cutoff` trigger of
 /// that same second, as `did(product_viewed within 14d)` includes the evaluation instant.
 #[test]
-#[ignore = "bug: an `every` trigger is evaluated before the records of its own instant"]
+
 fn records_at_an_every_instant_come_before_the_trigger() {
     let viewed = r#"{"type":"track","messageId":"v1","userId":"ada","event":"Product Viewed","timestamp":"2026-12-18T10:00:00Z","properties":{"product_id":"p1","price":5}}"#;
     let later = r#"{"type":"track","messageId":"s1","userId":"ada","event":"Session Started","timestamp":"2026-12-20T08:00:00Z","properties":{}}"#;
@@ -569,7 +569,7 @@ fn records_at_an_every_instant_come_before_the_trigger() {
 /// The state must keep both decided entries, as the engine made them; in particular the
 /// entry of the send it records.
 #[test]
-#[ignore = "bug: the state keys entries by (moment, customer, trigger instant), so two triggers in one second keep one entry"]
+
 fn two_triggers_in_the_same_second_keep_both_entries_in_the_state() {
     let dir = TempDir::new("same-second");
     let added = |id: &str, product: &str| {

@@ -63,6 +63,7 @@ fn entry(customer: &str, fate: Option<Fate>, reason: &str) -> Entry {
         fate,
         reason: reason.to_owned(),
         send_id: fate.map(|_| format!("s-{customer}")),
+        trigger_key: "e1".to_owned(),
     }
 }
 
@@ -402,7 +403,7 @@ fn the_database_is_in_wal_mode_with_its_schema_version() {
     let version: i64 = conn
         .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -423,4 +424,38 @@ fn instants_beyond_year_9999_are_clamped_not_lost() {
         .unwrap();
     assert_eq!(next.to_rfc3339(), "9999-12-31T23:59:59.999999999+00:00");
     assert!(store.undelivered(at(23, 0)).unwrap().is_empty());
+}
+
+/// A database of schema version 1 (entries keyed without their trigger) is migrated on
+/// open, its entries kept.
+#[test]
+fn a_version_1_database_is_migrated_and_keeps_its_entries() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path("state.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             CREATE TABLE sends (send_id TEXT PRIMARY KEY NOT NULL, moment TEXT NOT NULL,
+                 customer_id TEXT NOT NULL, channel TEXT NOT NULL, grp TEXT NOT NULL,
+                 trigger_at TEXT NOT NULL, sent_at TEXT NOT NULL, message TEXT NOT NULL,
+                 delivered_at TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                 next_attempt_at TEXT, gave_up_at TEXT);
+             CREATE TABLE entries (moment TEXT NOT NULL, customer_id TEXT NOT NULL,
+                 trigger_at TEXT NOT NULL, due_at TEXT NOT NULL, fate TEXT,
+                 reason TEXT NOT NULL, send_id TEXT, UNIQUE (moment, customer_id, trigger_at));
+             INSERT INTO entries VALUES ('cart', 'ada', '2026-11-20T09:00:00.000000000Z',
+                 '2026-11-20T10:00:00.000000000Z', 'cancelled', 'cancelled: an order', NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+             CREATE TABLE attempts (send_id TEXT NOT NULL, at TEXT NOT NULL,
+                 outcome TEXT NOT NULL, detail TEXT NOT NULL);",
+        )
+        .unwrap();
+    }
+    let store = StateStore::open(&path).unwrap();
+    let entries = store.entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].customer_id, "ada");
+    assert_eq!(entries[0].fate, Some(Fate::Cancelled));
 }
