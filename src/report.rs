@@ -34,6 +34,8 @@ pub struct MomentReport {
     pub entries: BTreeMap<String, u64>,
     pub entries_total: u64,
     pub kpi: MomentKpi,
+    /// The KPI's measure in canonical form: `rate(cart_viewed within 24h after send)`.
+    pub kpi_definition: String,
     /// Per day (UTC): entries by trigger day, sends by send day.
     pub daily: Vec<Day>,
 }
@@ -107,6 +109,7 @@ pub fn build(
             entries: by_fate,
             entries_total: total,
             kpi,
+            kpi_definition: kpi_definition(&moment.kpi),
             daily: days,
         });
     }
@@ -115,6 +118,21 @@ pub fn build(
         source,
         moments,
     }
+}
+
+/// `rate(E where COND within 24h after send)`, as `moments fmt` writes it.
+fn kpi_definition(kpi: &crate::model::Kpi) -> String {
+    let mut text = format!("{}({}", kpi.function.name(), kpi.event);
+    for segment in &kpi.field {
+        text.push('.');
+        text.push_str(segment);
+    }
+    if let Some(condition) = &kpi.condition {
+        text.push_str(" where ");
+        text.push_str(&crate::format::format_expr(condition));
+    }
+    let _ = write!(text, " within {} after send)", kpi.window);
+    text
 }
 
 fn day(daily: &mut BTreeMap<NaiveDate, Day>, at: DateTime<Utc>) -> &mut Day {
@@ -338,6 +356,17 @@ struct JsonReport<'a> {
 
 /// The report as JSON (pretty-printed, stable field order).
 pub fn json(report: &Report) -> String {
+    let mut text = serde_json::to_string_pretty(&json_document(report)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The same JSON on one line (what the HTML page embeds).
+pub fn json_compact(report: &Report) -> String {
+    serde_json::to_string(&json_document(report)).unwrap_or_default()
+}
+
+fn json_document(report: &Report) -> JsonReport<'_> {
     let moments = report
         .moments
         .iter()
@@ -386,12 +415,9 @@ pub fn json(report: &Report) -> String {
             }
         })
         .collect();
-    let doc = JsonReport {
+    JsonReport {
         as_of: report.as_of.to_rfc3339_opts(SecondsFormat::Secs, true),
         source: &report.source,
         moments,
-    };
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    text
+    }
 }
