@@ -973,7 +973,7 @@ impl<'m> Engine<'m> {
                 reason = format!(
                     "cancelled: {source} at {}, {} after the trigger",
                     local_time(e.at, zone),
-                    human_duration((e.at - p.trigger_at).num_seconds())
+                    elapsed((e.at - p.trigger_at).num_seconds())
                 );
                 break;
             }
@@ -1534,6 +1534,21 @@ fn human_duration(seconds: i64) -> String {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// An elapsed time as people say it: `33s`, `5m 47s`, `2h 5m`, `3d 4h`.
+fn elapsed(seconds: i64) -> String {
+    let s = seconds.abs();
+    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) if sec == 0 => format!("{m}m"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
     }
 }
 

@@ -18,7 +18,8 @@
 //!
 //! The control group is measured the same way from the instant it would have been sent.
 //! Lift is treatment minus control (absolute, with a 95% interval: Newcombe's hybrid score
-//! interval for rates, Welch's for means) and relative to the control (delta method).
+//! interval for rates, Welch's for means), and relative to the control's value (the same
+//! interval divided by it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -492,7 +493,7 @@ pub fn wilson(successes: u64, n: u64) -> (f64, f64) {
 }
 
 /// Lift and what it says. Rates: Newcombe's hybrid score interval of the difference;
-/// means: Welch's. Relative lift: the delta method.
+/// means: Welch's. Relative lift: both divided by the control's value.
 fn compare(
     function: AggregateFn,
     treatment: &GroupFigures,
@@ -519,10 +520,10 @@ fn compare(
         let se = (treatment.variance + control.variance).sqrt();
         (difference - Z95 * se, difference + Z95 * se)
     };
-    let (relative, relative_low, relative_high) = if c != 0.0 {
-        let se = (treatment.variance / (c * c) + t * t * control.variance / c.powi(4)).sqrt();
-        let r = difference / c;
-        (Some(r), Some(r - Z95 * se), Some(r + Z95 * se))
+    // Relative to the control's value: the absolute interval scaled by it, so the two never
+    // disagree on whether 0 is inside.
+    let (relative, relative_low, relative_high) = if c > 0.0 {
+        (Some(difference / c), Some(low / c), Some(high / c))
     } else {
         (None, None, None)
     };

@@ -312,6 +312,11 @@ fn run(cli: Cli) -> u8 {
     }
 }
 
+/// Print to standard output; a closed pipe (`moments report | head`) is not an error.
+fn print_out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
     if paths.is_empty() {
         vec![PathBuf::from("campaigns")]
@@ -682,10 +687,10 @@ fn run_ticks(
             return 2;
         }
     }
-    println!(
-        "ticking every {}s until SIGINT or SIGTERM (the tick in flight finishes first)",
+    print_out(&format!(
+        "ticking every {}s until SIGINT or SIGTERM (the tick in flight finishes first)\n",
         every.as_secs()
-    );
+    ));
     let mut worst = 0;
     while !stop.load(Ordering::SeqCst) {
         let started = std::time::Instant::now();
@@ -706,7 +711,7 @@ fn run_ticks(
             std::thread::sleep(std::time::Duration::from_millis(50).min(every));
         }
     }
-    println!("stopped after the tick in flight");
+    print_out("stopped after the tick in flight\n");
     worst
 }
 
@@ -989,7 +994,7 @@ fn report(
             }
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{text}"),
+        None => print_out(&text),
     }
     if !rejects.is_empty() {
         eprintln!(
@@ -1057,7 +1062,7 @@ fn explain(
         TextOrJson::Text => moments::explain::text(&explanation),
         TextOrJson::Json => moments::explain::json(&explanation),
     };
-    print!("{text}");
+    print_out(&text);
     if explanation.known {
         0
     } else {
@@ -1133,10 +1138,10 @@ fn preview(
     };
     match format {
         TextOrJson::Json => {
-            println!(
-                "{}",
+            print_out(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(preview).unwrap_or_default()
-            );
+            ));
         }
         TextOrJson::Text => {
             let mut out = std::io::stdout().lock();
@@ -1188,15 +1193,16 @@ fn sample_data(
     };
     match moments::sample::write_sample(&options, out) {
         Ok(summary) => {
-            println!(
-                "wrote {} records in {} files to {}",
+            let mut text = format!(
+                "wrote {} records in {} files to {}\n",
                 summary.records,
                 summary.files.len(),
                 out.display()
             );
             for (kind, count) in &summary.by_kind {
-                println!("  {count:>9}  {kind}");
+                text.push_str(&format!("  {count:>9}  {kind}\n"));
             }
+            self::print_out(&text);
             0
         }
         Err(e) => {

@@ -815,13 +815,23 @@ struct Line {
     price: u32,
 }
 
+/// The send a click names.
+#[derive(Debug, Clone, Copy)]
+enum ClickedSend {
+    /// A message of some other system: an id nothing in the run will match.
+    Other(u64),
+    /// The `back_in_stock` message for the restock of `product` on `day`: its send id is
+    /// the one the engine gives it (moment, customer, the catalog event's messageId).
+    BackInStock { product: u16, day: u32 },
+}
+
 #[derive(Debug, Clone)]
 enum Body {
     Identify(Box<Traits>),
     SessionStarted,
     MessageClicked {
         moment: u8,
-        send: Option<u64>,
+        send: Option<ClickedSend>,
     },
     ProductViewed {
         product: u16,
@@ -1427,7 +1437,10 @@ impl Customer {
         let mut now = start;
         if self.rng.chance(0.04) {
             let moment = self.rng.below(MOMENT_IDS.len() as u64) as u8;
-            let send = self.rng.chance(0.5).then(|| self.rng.next());
+            let send = self
+                .rng
+                .chance(0.5)
+                .then(|| ClickedSend::Other(self.rng.next()));
             self.emit(sink, now, Body::MessageClicked { moment, send });
             now += self.rng.range(1, 5);
         }
@@ -1453,9 +1466,19 @@ impl Customer {
             .iter()
             .position(|&(_, back)| back <= now && now < back + 7 * DAY)
         {
-            let (product, _) = self.alerts.swap_remove(i);
+            let (product, back) = self.alerts.swap_remove(i);
             if self.rng.chance(0.7) {
                 first = Some((product, 0.5));
+                // Most came through the "back in stock" message.
+                if self.rng.chance(0.6) {
+                    let day = u32::try_from((back - sink.start) / DAY).unwrap_or(0);
+                    let moment = MOMENT_IDS
+                        .iter()
+                        .position(|m| *m == "back_in_stock")
+                        .unwrap_or(0) as u8;
+                    let send = Some(ClickedSend::BackInStock { product, day });
+                    self.emit(sink, now, Body::MessageClicked { moment, send });
+                }
             }
         }
         self.alerts.retain(|&(_, back)| now < back + 7 * DAY);
@@ -2000,8 +2023,31 @@ impl<'a> Renderer<'a> {
             Body::MessageClicked { moment, send } => {
                 let moment = MOMENT_IDS.get(*moment as usize).copied().unwrap_or("");
                 let _ = write!(out, "{{\"moment_id\":{}", json_string(moment));
-                if let Some(send) = send {
-                    let _ = write!(out, ",\"send_id\":\"{send:016x}\"");
+                match send {
+                    Some(ClickedSend::Other(send)) => {
+                        let _ = write!(out, ",\"send_id\":\"{send:016x}\"");
+                    }
+                    Some(ClickedSend::BackInStock { product, day }) => {
+                        let catalog = Record {
+                            at: 0,
+                            customer: None,
+                            seq: *day,
+                            body: Body::BackInStock { product: *product },
+                        };
+                        let (mut customer, mut event) = (Vec::new(), Vec::new());
+                        if let Some(c) = record.customer {
+                            customer.push(b'c');
+                            padded(u64::from(c), self.width, &mut customer);
+                        }
+                        message_id(&catalog, self.width, &mut event);
+                        let id = crate::schedule::send_id(
+                            "back_in_stock",
+                            &String::from_utf8_lossy(&customer),
+                            &String::from_utf8_lossy(&event),
+                        );
+                        let _ = write!(out, ",\"send_id\":\"{id}\"");
+                    }
+                    None => {}
                 }
                 out.push(b'}');
             }
