@@ -86,6 +86,8 @@ struct Pending {
 #[derive(Default)]
 struct Customer {
     traits: Vec<Value>,
+    /// The customer's zone, kept in step with the zone trait.
+    zone: Tz,
     /// When each trait last changed value (`None`: never set by the data).
     changed: Vec<Option<DateTime<Utc>>>,
     history: HashMap<Arc<str>, Vec<EventRecord>>,
@@ -368,6 +370,13 @@ struct Engine<'m> {
     timers: TimerQueue,
     out: RunOutput,
     tracer: Option<Tracer>,
+    /// The zone of a new customer (from the traits' defaults).
+    default_zone_of_new: Tz,
+    /// Every zone a customer has been in, by name.
+    zones: BTreeMap<&'static str, Tz>,
+    /// Per moment with `every`: no schedule instant in any known zone before this one
+    /// (`None`: not known, look again).
+    next_fire: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'m> Engine<'m> {
@@ -476,7 +485,7 @@ impl<'m> Engine<'m> {
                 )
             })
             .collect();
-        Engine {
+        let mut engine = Engine {
             model,
             traits,
             zone_trait,
@@ -493,7 +502,12 @@ impl<'m> Engine<'m> {
             timers: BinaryHeap::new(),
             out: RunOutput::default(),
             tracer: None,
-        }
+            default_zone_of_new: chrono_tz::UTC,
+            zones: BTreeMap::new(),
+            next_fire: vec![None; model.moments.len()],
+        };
+        engine.default_zone_of_new = engine.zone_from_traits(&engine.traits.defaults);
+        engine
     }
 
     /// A trigger occurrence in words: `Product Added {price: 24, quantity: 1}`,
@@ -559,12 +573,24 @@ impl<'m> Engine<'m> {
     }
 
     fn zone_of(&self, customer: &Customer) -> Tz {
+        customer.zone
+    }
+
+    /// The zone the traits say: the zone trait if it names one, else the shop's.
+    fn zone_from_traits(&self, traits: &[Value]) -> Tz {
         let own = self
             .zone_trait
-            .and_then(|i| customer.traits.get(i))
+            .and_then(|i| traits.get(i))
             .and_then(|v| v.as_str())
             .and_then(|name| name.parse::<Tz>().ok());
         schedule::customer_zone(own, Some(self.default_zone))
+    }
+
+    /// A zone some customer is in: a schedule's next instant may now come sooner.
+    fn note_zone(&mut self, zone: Tz) {
+        if self.zones.insert(zone.name(), zone).is_none() {
+            self.next_fire.iter_mut().for_each(|n| *n = None);
+        }
     }
 
     /// The run; `finish` sees the engine's final state before its output is taken.
@@ -701,6 +727,9 @@ impl<'m> Engine<'m> {
                         Some((i, value))
                     })
                     .collect();
+                let zone_changed = self
+                    .zone_trait
+                    .is_some_and(|z| updates.iter().any(|(i, _)| *i == z));
                 let customer = self.customer(&customer_id);
                 for (i, value) in updates {
                     if let Some(slot) = customer.traits.get_mut(i) {
@@ -709,6 +738,13 @@ impl<'m> Engine<'m> {
                         }
                         *slot = value;
                     }
+                }
+                if zone_changed {
+                    let zone = self.zone_from_traits(&self.customers[&customer_id].traits);
+                    if let Some(c) = self.customers.get_mut(&customer_id) {
+                        c.zone = zone;
+                    }
+                    self.note_zone(zone);
                 }
                 self.schedule_date_triggers(&customer_id, record.at);
             }
@@ -748,10 +784,15 @@ impl<'m> Engine<'m> {
     }
 
     fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
+        if !self.customers.contains_key(id) {
+            self.note_zone(self.default_zone_of_new);
+        }
         let defaults = &self.traits.defaults;
+        let zone = self.default_zone_of_new;
         self.customers
             .entry(id.clone())
             .or_insert_with(|| Customer {
+                zone,
                 traits: defaults.clone(),
                 changed: vec![None; defaults.len()],
                 ..Customer::default()
@@ -1419,14 +1460,26 @@ impl<'m> Engine<'m> {
                 continue;
             };
             let (cron, fixed_zone) = (cron.clone(), *zone);
-            // Cheap test first: a wall-clock match anywhere within ±14h (the widest zone
-            // offsets) of the interval; only then group the customers by zone.
-            let margin = chrono::Duration::hours(14);
-            if schedule::cron_instants(&cron, chrono_tz::UTC, after - margin, until + margin)
-                .is_empty()
-            {
+            // Nothing to do before the next instant of the schedule in any zone a customer
+            // is in; only then group the customers by zone.
+            if self.next_fire[index].is_some_and(|next| next > until) {
                 continue;
             }
+            let zones: Vec<Tz> = match fixed_zone {
+                Some(z) => vec![z],
+                None => self.zones.values().copied().collect(),
+            };
+            let next = |from: DateTime<Utc>| {
+                zones
+                    .iter()
+                    .filter_map(|z| schedule::cron_iter(&cron, *z, from).next())
+                    .min()
+            };
+            if next(after).is_none_or(|n| n > until) {
+                self.next_fire[index] = Some(next(until).unwrap_or(DateTime::<Utc>::MAX_UTC));
+                continue;
+            }
+            self.next_fire[index] = Some(next(until).unwrap_or(DateTime::<Utc>::MAX_UTC));
             // Customers grouped by zone, sorted for determinism.
             let mut by_zone: BTreeMap<String, (Tz, Vec<Arc<str>>)> = BTreeMap::new();
             for (id, c) in &self.customers {
