@@ -101,12 +101,18 @@ struct Customer {
 struct Histories<'a> {
     own: &'a HashMap<Arc<str>, Vec<EventRecord>>,
     all: &'a HashMap<Arc<str>, Vec<EventRecord>>,
+    keyed: &'a HashMap<eval::KeyedSpec, KeyIndex>,
 }
 
 impl History for Histories<'_> {
     fn events(&self, event: &str, across_customers: bool) -> &[EventRecord] {
         let source = if across_customers { self.all } else { self.own };
         source.get(event).map_or(&[], |v| v.as_slice())
+    }
+
+    fn keyed(&self, spec: &eval::KeyedSpec, key: &str) -> Option<&[DateTime<Utc>]> {
+        let index = self.keyed.get(spec).filter(|i| i.usable)?;
+        Some(index.times.get(key).map_or(&[], |t| t.as_slice()))
     }
 }
 
@@ -372,6 +378,8 @@ struct Engine<'m> {
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
+    /// Indexes by key for `across customers` aggregates that can use one.
+    keyed: HashMap<eval::KeyedSpec, KeyIndex>,
     /// Every zone a customer has been in, by name.
     zones: BTreeMap<&'static str, Tz>,
     /// Per moment with `every`: no schedule instant in any known zone before this one
@@ -392,6 +400,7 @@ impl<'m> Engine<'m> {
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
         let mut moments = Vec::new();
         let mut across_events: Vec<Arc<str>> = Vec::new();
+        let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
         for m in &model.moments {
             let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
             let mut lets = Vec::new();
@@ -433,6 +442,7 @@ impl<'m> Engine<'m> {
                 .collect();
             for expr in lets.iter().chain(conditions.iter()) {
                 collect_across(expr, &mut across_events);
+                collect_keyed(expr, &mut keyed_specs);
             }
             let mut fields = Vec::new();
             for (field, source) in &m.message.fields {
@@ -503,6 +513,18 @@ impl<'m> Engine<'m> {
             out: RunOutput::default(),
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
+            keyed: keyed_specs
+                .into_iter()
+                .map(|spec| {
+                    (
+                        spec,
+                        KeyIndex {
+                            usable: true,
+                            ..KeyIndex::default()
+                        },
+                    )
+                })
+                .collect(),
             zones: BTreeMap::new(),
             next_fire: vec![None; model.moments.len()],
         };
@@ -756,6 +778,9 @@ impl<'m> Engine<'m> {
                     properties: Arc::new(properties),
                 };
                 if self.across_events.contains(&event) {
+                    for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
+                        index.add(spec, &rec);
+                    }
                     self.shop_history
                         .entry(event.clone())
                         .or_default()
@@ -839,6 +864,7 @@ impl<'m> Engine<'m> {
         let histories = Histories {
             own: &customer.history,
             all: &self.shop_history,
+            keyed: &self.keyed,
         };
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
         let mut lets: Vec<Value> = Vec::with_capacity(plan.lets.len());
@@ -964,6 +990,7 @@ impl<'m> Engine<'m> {
         let histories = Histories {
             own: &customer.history,
             all: &self.shop_history,
+            keyed: &self.keyed,
         };
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
         let cx = Context::new(
@@ -1525,6 +1552,77 @@ fn collect_traits(expr: &CExpr, into: &mut Vec<usize>) {
             collect_traits(r, into);
         }
         _ => {}
+    }
+}
+
+/// The indexes by key that `across customers` aggregates of this expression can use.
+fn collect_keyed(expr: &CExpr, into: &mut Vec<eval::KeyedSpec>) {
+    match expr {
+        CExpr::Aggregate(a) => {
+            if let Some(k) = &a.keyed {
+                into.push(k.spec(&a.event));
+            }
+            if let Some(c) = &a.condition {
+                collect_keyed(c, into);
+            }
+        }
+        CExpr::List(items) | CExpr::Call(_, items) => {
+            items.iter().for_each(|i| collect_keyed(i, into))
+        }
+        CExpr::Not(i) | CExpr::Neg(i) => collect_keyed(i, into),
+        CExpr::Binary(_, l, r) => {
+            collect_keyed(l, into);
+            collect_keyed(r, into);
+        }
+        _ => {}
+    }
+}
+
+/// Everyone's events of one kind by key: the instants, oldest first, of the events whose
+/// path holds each key.
+#[derive(Default)]
+struct KeyIndex {
+    /// False once an event's path held something the index cannot stand for (a text where
+    /// a list was expected, a list where one value was): aggregates then scan.
+    usable: bool,
+    times: HashMap<String, Vec<DateTime<Utc>>>,
+}
+
+impl KeyIndex {
+    fn add(&mut self, spec: &eval::KeyedSpec, event: &EventRecord) {
+        if !self.usable {
+            return;
+        }
+        let (_, path, list) = spec;
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let value = eval::project(
+            event.properties.get(first).cloned().unwrap_or(Value::Null),
+            rest,
+        );
+        let mut keys: Vec<String> = match (&value, list) {
+            (Value::Null, _) => Vec::new(),
+            (Value::List(items), true) => items.iter().filter_map(eval::key_of).collect(),
+            (Value::List(_), false) | (_, true) => {
+                self.usable = false;
+                self.times.clear();
+                return;
+            }
+            (other, false) => match eval::key_of(other) {
+                Some(k) => vec![k],
+                None => {
+                    self.usable = false;
+                    self.times.clear();
+                    return;
+                }
+            },
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            self.times.entry(key).or_default().push(event.at);
+        }
     }
 }
 

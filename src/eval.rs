@@ -68,6 +68,84 @@ pub struct CAggregate {
     pub condition: Option<CExpr>,
     /// `within`, in seconds.
     pub window: Option<i64>,
+    /// For `count`/`did` across customers whose condition is `KEY in E.path` or
+    /// `E.path == KEY`: answered from an index of the events by key, not by a scan.
+    pub keyed: Option<Keyed>,
+}
+
+/// An aggregate's condition that an index of events by key can answer.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    /// The property of the aggregated event: `products.product_id`.
+    pub path: Vec<Arc<str>>,
+    /// `KEY in E.path` (the path is a list) rather than `E.path == KEY`.
+    pub list: bool,
+    /// The key, evaluated in the outer context.
+    pub key: CExpr,
+}
+
+impl Keyed {
+    /// The index this shape needs: (event, path, list).
+    pub fn spec(&self, event: &Arc<str>) -> KeyedSpec {
+        (event.clone(), self.path.clone(), self.list)
+    }
+}
+
+/// Which events an index holds and by what: (event, path, list).
+pub type KeyedSpec = (Arc<str>, Vec<Arc<str>>, bool);
+
+/// A value as an index key, equal exactly when [`equal`] says so (numbers by value);
+/// `None` for values no index holds (none, lists, records).
+pub fn key_of(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Text(t) => format!("t{t}"),
+        Value::Int(n) => format!("n{}", *n as f64),
+        Value::Number(n) => format!("n{}", if *n == 0.0 { 0.0 } else { *n }),
+        Value::Bool(b) => format!("b{b}"),
+        Value::Date(d) => format!("d{d}"),
+        Value::DateTime(t) => format!("T{}", t.timestamp_nanos_opt().unwrap_or_default()),
+        Value::Duration(d) => format!("s{d}"),
+        Value::Null | Value::List(_) | Value::Record(_) => return None,
+    })
+}
+
+/// `KEY in E.path` or `E.path == KEY` (either side), with a key that does not read `E`.
+fn keyed_shape(condition: &CExpr) -> Option<Keyed> {
+    let CExpr::Binary(op, left, right) = condition else {
+        return None;
+    };
+    let path = |e: &CExpr| match e {
+        CExpr::AggProp(name, rest) => {
+            let mut path = vec![name.clone()];
+            path.extend(rest.iter().cloned());
+            Some(path)
+        }
+        _ => None,
+    };
+    let (path, key, list) = match op {
+        BinaryOp::In => (path(right)?, &**left, true),
+        BinaryOp::Eq => match (path(left), path(right)) {
+            (Some(p), None) => (p, &**right, false),
+            (None, Some(p)) => (p, &**left, false),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!reads_aggregated(key)).then(|| Keyed {
+        path,
+        list,
+        key: key.clone(),
+    })
+}
+
+fn reads_aggregated(expr: &CExpr) -> bool {
+    match expr {
+        CExpr::AggProp(..) | CExpr::Aggregate(_) => true,
+        CExpr::List(items) | CExpr::Call(_, items) => items.iter().any(reads_aggregated),
+        CExpr::Not(i) | CExpr::Neg(i) => reads_aggregated(i),
+        CExpr::Binary(_, l, r) => reads_aggregated(l) || reads_aggregated(r),
+        _ => false,
+    }
 }
 
 /// Trait names in a fixed order: a customer's traits are a `Vec<Value>` in this order.
@@ -200,16 +278,24 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
             } else {
                 &aggregate.then_field
             };
+            let condition = aggregate.condition.as_ref().map(|c| compile(c, &inner));
+            let keyed = match (&condition, aggregate.function) {
+                (Some(c), AggregateFn::Count | AggregateFn::Did) if aggregate.across_customers => {
+                    keyed_shape(c)
+                }
+                _ => None,
+            };
             CExpr::Aggregate(Box::new(CAggregate {
                 function: aggregate.function,
                 event: Arc::from(aggregate.event.name.as_str()),
                 field: field.iter().map(|f| Arc::from(f.name.as_str())).collect(),
                 across_customers: aggregate.across_customers,
-                condition: aggregate.condition.as_ref().map(|c| compile(c, &inner)),
+                condition,
                 window: aggregate
                     .within
                     .as_ref()
                     .map(|w| w.duration.seconds().min(i64::MAX as u64) as i64),
+                keyed,
             }))
         }
     }
@@ -228,6 +314,12 @@ pub struct EventRecord {
 pub trait History {
     /// The events named `event`: the customer's own, or everyone's with `across`.
     fn events(&self, event: &str, across_customers: bool) -> &[EventRecord];
+    /// The instants (oldest first) of everyone's `spec` events holding `key`, when an
+    /// index of them is kept and can answer; `None` to scan instead.
+    fn keyed(&self, spec: &KeyedSpec, key: &str) -> Option<&[DateTime<Utc>]> {
+        let _ = (spec, key);
+        None
+    }
 }
 
 /// A budget of work for one evaluation.
@@ -351,6 +443,32 @@ pub fn eval(expr: &CExpr, cx: &Context) -> Value {
         CExpr::Call(func, args) => call(*func, args, cx),
         CExpr::Aggregate(aggregate) => self::aggregate(aggregate, cx),
     }
+}
+
+/// `count`/`did` from an index by key, when there is one that can answer.
+fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
+    let keyed = aggregate.keyed.as_ref()?;
+    // The value "just before" an event (`crosses`) leaves that event out: scan.
+    if cx.exclude.is_some() {
+        return None;
+    }
+    let key = key_of(&eval(&keyed.key, cx))?;
+    let times = cx.history.keyed(&keyed.spec(&aggregate.event), &key)?;
+    let end = times.partition_point(|t| *t <= cx.now);
+    let start = match aggregate.window {
+        Some(seconds) => match chrono::Duration::try_seconds(seconds)
+            .and_then(|w| cx.now.checked_sub_signed(w))
+        {
+            Some(from) => times[..end].partition_point(|t| *t < from),
+            None => 0,
+        },
+        None => 0,
+    };
+    let count = end - start;
+    Some(match aggregate.function {
+        AggregateFn::Did => Value::Bool(count > 0),
+        _ => Value::Int(count as i64),
+    })
 }
 
 /// Read properties of a record, projecting through lists of records.
@@ -571,6 +689,9 @@ fn call(func: Func, args: &[CExpr], cx: &Context) -> Value {
 }
 
 fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
+    if let Some(value) = keyed_aggregate(aggregate, cx) {
+        return value;
+    }
     let events = cx
         .history
         .events(&aggregate.event, aggregate.across_customers);
