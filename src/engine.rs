@@ -197,6 +197,7 @@ pub fn run_traced(
     options: &TraceOptions,
 ) -> (RunOutput, Trace) {
     let mut engine = Engine::new(model);
+    engine.keep = None;
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
@@ -378,6 +379,9 @@ struct Engine<'m> {
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
+    /// How long events are kept, by (event, across customers); an event no expression
+    /// reads is not kept at all. `None` while tracing: `explain` shows whole histories.
+    keep: Option<HashMap<(Arc<str>, bool), Keep>>,
     /// Indexes by key for `across customers` aggregates that can use one.
     keyed: HashMap<eval::KeyedSpec, KeyIndex>,
     /// Every zone a customer has been in, by name.
@@ -401,6 +405,7 @@ impl<'m> Engine<'m> {
         let mut moments = Vec::new();
         let mut across_events: Vec<Arc<str>> = Vec::new();
         let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
+        let mut reads: HashMap<(Arc<str>, bool), Keep> = HashMap::new();
         for m in &model.moments {
             let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
             let mut lets = Vec::new();
@@ -439,10 +444,22 @@ impl<'m> Engine<'m> {
                         u.within.map(|w| w.seconds().min(i64::MAX as u64) as i64),
                     )
                 })
-                .collect();
+                .collect::<Vec<(Arc<str>, Option<CExpr>, Option<i64>)>>();
             for expr in lets.iter().chain(conditions.iter()) {
                 collect_across(expr, &mut across_events);
                 collect_keyed(expr, &mut keyed_specs);
+                collect_reads(expr, &mut reads);
+            }
+            // `unless` reads the customer's events from the trigger to the send: at most
+            // the due delay plus a day of quiet hours (and an hour of clock change).
+            let delay = i64::try_from(m.trigger.due_delay_seconds()).unwrap_or(i64::MAX);
+            for (event, condition, _) in &unless {
+                let keep = Keep::For(delay.saturating_add(25 * 3_600));
+                let slot = reads.entry((event.clone(), false)).or_insert(keep);
+                *slot = slot.max(keep);
+                if let Some(c) = condition {
+                    collect_reads(c, &mut reads);
+                }
             }
             let mut fields = Vec::new();
             for (field, source) in &m.message.fields {
@@ -494,7 +511,10 @@ impl<'m> Engine<'m> {
                     ),
                 )
             })
-            .collect();
+            .collect::<BTreeMap<Channel, CExpr>>();
+        for rule in consent.values() {
+            collect_reads(rule, &mut reads);
+        }
         let mut engine = Engine {
             model,
             traits,
@@ -513,6 +533,7 @@ impl<'m> Engine<'m> {
             out: RunOutput::default(),
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
+            keep: Some(reads),
             keyed: keyed_specs
                 .into_iter()
                 .map(|spec| {
@@ -777,22 +798,41 @@ impl<'m> Engine<'m> {
                     customer: record.customer.clone(),
                     properties: Arc::new(properties),
                 };
+                let kept = |across: bool| {
+                    self.keep
+                        .as_ref()
+                        .map(|k| k.get(&(event.clone(), across)).copied())
+                };
+                let (keep_shop, keep_own) = (kept(true), kept(false));
                 if self.across_events.contains(&event) {
+                    let keep = keep_shop.flatten();
                     for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
-                        index.add(spec, &rec);
+                        index.add(spec, &rec, keep);
                     }
-                    self.shop_history
-                        .entry(event.clone())
-                        .or_default()
-                        .push(rec.clone());
+                    keep_appending(
+                        self.shop_history.entry(event.clone()).or_default(),
+                        rec.clone(),
+                        keep,
+                    );
                 }
                 match &record.customer {
                     Some(customer_id) => {
-                        self.customer(customer_id)
-                            .history
-                            .entry(event.clone())
-                            .or_default()
-                            .push(rec.clone());
+                        let customer = self.customer(customer_id);
+                        // INVARIANT: events no expression reads are not kept (`keep`);
+                        // with `keep` off (tracing) everything is.
+                        match keep_own {
+                            Some(None) => {}
+                            Some(Some(keep)) => keep_appending(
+                                customer.history.entry(event.clone()).or_default(),
+                                rec.clone(),
+                                Some(keep),
+                            ),
+                            None => customer
+                                .history
+                                .entry(event.clone())
+                                .or_default()
+                                .push(rec.clone()),
+                        }
                         self.on_event(&event, customer_id.clone(), &rec, from);
                     }
                     None => {
@@ -1555,6 +1595,67 @@ fn collect_traits(expr: &CExpr, into: &mut Vec<usize>) {
     }
 }
 
+/// How long the engine keeps events of one kind (a customer's own, or the shop's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Read back over at most this many seconds.
+    For(i64),
+    /// Read without a window (`sum(order_completed.total)`).
+    Forever,
+}
+
+impl Keep {
+    fn max(self, other: Keep) -> Keep {
+        match (self, other) {
+            (Keep::For(a), Keep::For(b)) => Keep::For(a.max(b)),
+            _ => Keep::Forever,
+        }
+    }
+}
+
+/// What each aggregate of `expr` reads: (event, across customers) → how far back.
+fn collect_reads(expr: &CExpr, into: &mut HashMap<(Arc<str>, bool), Keep>) {
+    match expr {
+        CExpr::Aggregate(a) => {
+            let keep = a.window.map_or(Keep::Forever, Keep::For);
+            let slot = into
+                .entry((a.event.clone(), a.across_customers))
+                .or_insert(keep);
+            *slot = slot.max(keep);
+            if let Some(c) = &a.condition {
+                collect_reads(c, into);
+            }
+        }
+        CExpr::List(items) | CExpr::Call(_, items) => {
+            items.iter().for_each(|i| collect_reads(i, into))
+        }
+        CExpr::Not(i) | CExpr::Neg(i) => collect_reads(i, into),
+        CExpr::Binary(_, l, r) => {
+            collect_reads(l, into);
+            collect_reads(r, into);
+        }
+        _ => {}
+    }
+}
+
+/// Append `event` to a history, and forget what is older than `keep` allows. The stale
+/// prefix is cut once it is as long as the rest, so a history holds at most about twice
+/// its window and appending stays cheap.
+fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
+    history.push(event);
+    if let (Some(Keep::For(seconds)), Some(last)) = (keep, history.last()) {
+        let Some(from) =
+            chrono::Duration::try_seconds(seconds).and_then(|w| last.at.checked_sub_signed(w))
+        else {
+            return;
+        };
+        let stale = history.partition_point(|e| e.at < from);
+        if stale > 0 && stale * 2 >= history.len() {
+            history.drain(..stale);
+        }
+    }
+}
+
 /// The indexes by key that `across customers` aggregates of this expression can use.
 fn collect_keyed(expr: &CExpr, into: &mut Vec<eval::KeyedSpec>) {
     match expr {
@@ -1589,7 +1690,7 @@ struct KeyIndex {
 }
 
 impl KeyIndex {
-    fn add(&mut self, spec: &eval::KeyedSpec, event: &EventRecord) {
+    fn add(&mut self, spec: &eval::KeyedSpec, event: &EventRecord, keep: Option<Keep>) {
         if !self.usable {
             return;
         }
@@ -1620,8 +1721,21 @@ impl KeyIndex {
         };
         keys.sort_unstable();
         keys.dedup();
+        let from = match keep {
+            Some(Keep::For(seconds)) => {
+                chrono::Duration::try_seconds(seconds).and_then(|w| event.at.checked_sub_signed(w))
+            }
+            _ => None,
+        };
         for key in keys {
-            self.times.entry(key).or_default().push(event.at);
+            let times = self.times.entry(key).or_default();
+            times.push(event.at);
+            if let Some(from) = from {
+                let stale = times.partition_point(|t| *t < from);
+                if stale > 0 && stale * 2 >= times.len() {
+                    times.drain(..stale);
+                }
+            }
         }
     }
 }
