@@ -1579,20 +1579,13 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// The traits an expression reads (outside aggregates).
+/// The traits an expression reads.
 fn collect_traits(expr: &CExpr, into: &mut Vec<usize>) {
-    match expr {
-        CExpr::Trait(i, _) => into.push(*i),
-        CExpr::List(items) | CExpr::Call(_, items) => {
-            items.iter().for_each(|i| collect_traits(i, into))
+    expr.walk(&mut |e| {
+        if let CExpr::Trait(i, _) = e {
+            into.push(*i);
         }
-        CExpr::Not(i) | CExpr::Neg(i) => collect_traits(i, into),
-        CExpr::Binary(_, l, r) => {
-            collect_traits(l, into);
-            collect_traits(r, into);
-        }
-        _ => {}
-    }
+    });
 }
 
 /// How long the engine keeps events of one kind (a customer's own, or the shop's).
@@ -1615,27 +1608,15 @@ impl Keep {
 
 /// What each aggregate of `expr` reads: (event, across customers) → how far back.
 fn collect_reads(expr: &CExpr, into: &mut HashMap<(Arc<str>, bool), Keep>) {
-    match expr {
-        CExpr::Aggregate(a) => {
+    expr.walk(&mut |e| {
+        if let CExpr::Aggregate(a) = e {
             let keep = a.window.map_or(Keep::Forever, Keep::For);
             let slot = into
                 .entry((a.event.clone(), a.across_customers))
                 .or_insert(keep);
             *slot = slot.max(keep);
-            if let Some(c) = &a.condition {
-                collect_reads(c, into);
-            }
         }
-        CExpr::List(items) | CExpr::Call(_, items) => {
-            items.iter().for_each(|i| collect_reads(i, into))
-        }
-        CExpr::Not(i) | CExpr::Neg(i) => collect_reads(i, into),
-        CExpr::Binary(_, l, r) => {
-            collect_reads(l, into);
-            collect_reads(r, into);
-        }
-        _ => {}
-    }
+    });
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows. The stale
@@ -1658,25 +1639,13 @@ fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Opti
 
 /// The indexes by key that `across customers` aggregates of this expression can use.
 fn collect_keyed(expr: &CExpr, into: &mut Vec<eval::KeyedSpec>) {
-    match expr {
-        CExpr::Aggregate(a) => {
+    expr.walk(&mut |e| {
+        if let CExpr::Aggregate(a) = e {
             if let Some(k) = &a.keyed {
                 into.push(k.spec(&a.event));
             }
-            if let Some(c) = &a.condition {
-                collect_keyed(c, into);
-            }
         }
-        CExpr::List(items) | CExpr::Call(_, items) => {
-            items.iter().for_each(|i| collect_keyed(i, into))
-        }
-        CExpr::Not(i) | CExpr::Neg(i) => collect_keyed(i, into),
-        CExpr::Binary(_, l, r) => {
-            collect_keyed(l, into);
-            collect_keyed(r, into);
-        }
-        _ => {}
-    }
+    });
 }
 
 /// Everyone's events of one kind by key: the instants, oldest first, of the events whose
@@ -1740,26 +1709,15 @@ impl KeyIndex {
     }
 }
 
+/// The events `expr` aggregates `across customers`.
 fn collect_across(expr: &CExpr, into: &mut Vec<Arc<str>>) {
-    match expr {
-        CExpr::Aggregate(a) => {
+    expr.walk(&mut |e| {
+        if let CExpr::Aggregate(a) = e {
             if a.across_customers {
                 into.push(a.event.clone());
             }
-            if let Some(c) = &a.condition {
-                collect_across(c, into);
-            }
         }
-        CExpr::List(items) | CExpr::Call(_, items) => {
-            items.iter().for_each(|i| collect_across(i, into))
-        }
-        CExpr::Not(i) | CExpr::Neg(i) => collect_across(i, into),
-        CExpr::Binary(_, l, r) => {
-            collect_across(l, into);
-            collect_across(r, into);
-        }
-        _ => {}
-    }
+    });
 }
 
 fn to_template(value: &Value) -> minijinja::Value {

@@ -43,6 +43,27 @@ pub enum CExpr {
     Aggregate(Box<CAggregate>),
 }
 
+impl CExpr {
+    /// Visit this expression and every expression inside it, aggregate conditions included.
+    pub fn walk(&self, f: &mut impl FnMut(&CExpr)) {
+        f(self);
+        match self {
+            CExpr::Aggregate(a) => {
+                if let Some(c) = &a.condition {
+                    c.walk(f);
+                }
+            }
+            CExpr::List(items) | CExpr::Call(_, items) => items.iter().for_each(|i| i.walk(f)),
+            CExpr::Not(i) | CExpr::Neg(i) => i.walk(f),
+            CExpr::Binary(_, l, r) => {
+                l.walk(f);
+                r.walk(f);
+            }
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Func {
     Default,
@@ -139,13 +160,9 @@ fn keyed_shape(condition: &CExpr) -> Option<Keyed> {
 }
 
 fn reads_aggregated(expr: &CExpr) -> bool {
-    match expr {
-        CExpr::AggProp(..) | CExpr::Aggregate(_) => true,
-        CExpr::List(items) | CExpr::Call(_, items) => items.iter().any(reads_aggregated),
-        CExpr::Not(i) | CExpr::Neg(i) => reads_aggregated(i),
-        CExpr::Binary(_, l, r) => reads_aggregated(l) || reads_aggregated(r),
-        _ => false,
-    }
+    let mut reads = false;
+    expr.walk(&mut |e| reads |= matches!(e, CExpr::AggProp(..) | CExpr::Aggregate(_)));
+    reads
 }
 
 /// Trait names in a fixed order: a customer's traits are a `Vec<Value>` in this order.

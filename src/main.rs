@@ -539,6 +539,33 @@ fn load_model(campaigns: &std::path::Path) -> Result<moments::model::Model, u8> 
     }
 }
 
+/// The customer data directory, or the exit status after saying why it cannot be read.
+fn open_data(
+    data: &std::path::Path,
+    model: &moments::model::Model,
+) -> Result<moments::data::DataSet, u8> {
+    moments::data::DataSet::open(data, &model.schema).map_err(|e| {
+        eprintln!("error: {e}");
+        2
+    })
+}
+
+/// `Ok` when the campaigns hold moment `id`; otherwise say so, with "did you mean".
+fn known_moment(
+    model: &moments::model::Model,
+    id: &str,
+    campaigns: &std::path::Path,
+) -> Result<(), u8> {
+    if model.moments.iter().any(|m| m.id == id) {
+        return Ok(());
+    }
+    let hint = moments::diagnostic::did_you_mean(id, model.moments.iter().map(|m| m.id.as_str()))
+        .map(|h| format!("; {h}"))
+        .unwrap_or_default();
+    eprintln!("error: no moment `{id}` in `{}`{hint}", campaigns.display());
+    Err(2)
+}
+
 fn write_ndjson<T: serde::Serialize>(path: &std::path::Path, items: &[T]) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     for item in items {
@@ -564,12 +591,9 @@ fn backtest(
         eprintln!("error: `--to` is before `--from`");
         return 2;
     }
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+    let dataset = match open_data(data, &model) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
@@ -726,12 +750,9 @@ fn tick(
     table: bool,
 ) -> u8 {
     // Opened each tick, so files added since the last one are read.
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+    let dataset = match open_data(data, model) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let mut stream = dataset.records();
     let result = moments::engine::run(model, stream.by_ref(), None, now);
@@ -965,12 +986,9 @@ fn report(
             return 2;
         }
     };
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+    let dataset = match open_data(data, &model) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let mut stream = dataset.records();
     let (kpis, as_of) = moments::kpi::measure(
@@ -1018,22 +1036,15 @@ fn explain(
         Ok(model) => model,
         Err(code) => return code,
     };
-    if let Some(id) = &moment {
-        if !model.moments.iter().any(|m| &m.id == id) {
-            let hint =
-                moments::diagnostic::did_you_mean(id, model.moments.iter().map(|m| m.id.as_str()))
-                    .map(|h| format!("; {h}"))
-                    .unwrap_or_default();
-            eprintln!("error: no moment `{id}` in `{}`{hint}", campaigns.display());
-            return 2;
-        }
+    if let Some(Err(code)) = moment
+        .as_deref()
+        .map(|id| known_moment(&model, id, campaigns))
+    {
+        return code;
     }
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+    let dataset = match open_data(data, &model) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let to = to.unwrap_or_else(chrono::Utc::now);
     let from = from.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
@@ -1082,23 +1093,12 @@ fn preview(
         Ok(model) => model,
         Err(code) => return code,
     };
-    if !model.moments.iter().any(|m| m.id == moment) {
-        let hint =
-            moments::diagnostic::did_you_mean(moment, model.moments.iter().map(|m| m.id.as_str()))
-                .map(|h| format!("; {h}"))
-                .unwrap_or_default();
-        eprintln!(
-            "error: no moment `{moment}` in `{}`{hint}",
-            campaigns.display()
-        );
-        return 2;
+    if let Err(code) = known_moment(&model, moment, campaigns) {
+        return code;
     }
-    let dataset = match moments::data::DataSet::open(data, &model.schema) {
+    let dataset = match open_data(data, &model) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let at = at.unwrap_or_else(chrono::Utc::now);
     let customer = match customer {
