@@ -801,13 +801,22 @@ fn tick(
     for error in &report.errors {
         let _ = writeln!(stdout, "delivery failed, will retry: {error}");
     }
-    if !rejects.is_empty() {
-        let path = store.path().with_file_name("rejects.ndjson");
-        if moments::data::write_rejects(&path, &rejects).is_ok() {
+    // Written every tick, empty when nothing was rejected: what is there is this tick's.
+    let path = store.path().with_file_name("rejects.ndjson");
+    match moments::data::write_rejects(&path, &rejects) {
+        Ok(()) if !rejects.is_empty() => {
             let _ = writeln!(
                 stdout,
                 "{} rejected records kept in {}",
                 rejects.len(),
+                path.display()
+            );
+        }
+        Ok(()) => {}
+        Err(e) => {
+            let _ = writeln!(
+                stdout,
+                "warning: cannot write the rejected records to {}: {e}",
                 path.display()
             );
         }

@@ -1146,4 +1146,29 @@ fn bad_records_are_reported_with_file_and_line_and_good_ones_still_send() {
     assert_rejects(&read_rejects(&dir.join("state/rejects.ndjson")), &expected);
     let delivered = outbox(&dir.join("state/outbox.ndjson"));
     assert_cart_sends(&delivered);
+
+    // The bad files taken away: the next tick's rejects file is empty, not the old one.
+    std::fs::remove_dir_all(dir.join("data")).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let output = moments(
+        dir.path(),
+        &[
+            "run",
+            "--campaigns",
+            text(&campaigns),
+            "--data",
+            "data",
+            "--now",
+            "2026-11-30T00:00:00Z",
+            "--state",
+            "state/state.db",
+            "--outbox",
+            "state/outbox.ndjson",
+        ],
+    );
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state/rejects.ndjson")).unwrap(),
+        ""
+    );
 }
