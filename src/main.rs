@@ -1175,7 +1175,11 @@ fn preview(
             for (field, text) in &preview.fields {
                 let _ = writeln!(out, "\n{field}:");
                 for line in text.lines() {
-                    let _ = writeln!(out, "  {line}");
+                    if line.trim().is_empty() {
+                        let _ = writeln!(out);
+                    } else {
+                        let _ = writeln!(out, "  {line}");
+                    }
                 }
             }
             let _ = writeln!(out, "\nvariables:");
