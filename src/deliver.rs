@@ -7,8 +7,10 @@
 //!   before the send is marked delivered, and a send whose id is already in the file is
 //!   only marked (the crash came between the two). A line torn by a crash is cut off when
 //!   the outbox is opened.
-//! - [`Webhook`]: an HTTP `POST` of the send as JSON, with the header
-//!   `Idempotency-Key: <send_id>` so the receiver can drop a repeat. At least once: a crash
+//! - [`Webhook`]: an HTTP `POST` of the send as JSON to the endpoint, with the header
+//!   `Idempotency-Key: <send_id>` so the receiver can drop a repeat. A `webhook` message is
+//!   a partner's request: it goes to its own `url`, with its rendered `body` and its
+//!   `method` (POST by default; GET and DELETE without a body), with the same header. At least once: a crash
 //!   after the receiver answered and before the send was marked posts it again, with the
 //!   same key.
 //!
@@ -576,13 +578,35 @@ impl Webhook {
         Ok(())
     }
 
+    /// What is sent for `send`: a `webhook` message going to its own `url` is the partner's
+    /// request, its rendered `body` with its `method` (POST by default); anything else is the
+    /// whole send as JSON, POSTed to the endpoint.
+    fn request_for(&self, send: &Send) -> Result<(String, Vec<u8>), String> {
+        let own = send.channel == "webhook"
+            && send
+                .message
+                .get("url")
+                .is_some_and(|u| !u.trim().is_empty());
+        if own {
+            let method = send
+                .message
+                .get("method")
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "POST".to_owned());
+            let body = send.message.get("body").cloned().unwrap_or_default();
+            return Ok((method, body.into_bytes()));
+        }
+        serde_json::to_vec(send)
+            .map(|body| ("POST".to_owned(), body))
+            .map_err(|e| format!("cannot serialise: {e}"))
+    }
+
     /// Posts `send`, trying again after a transient failure, up to the policy's tries.
     fn post_with_retries(&self, url: &str, send: &Send) -> Posted {
-        let body = match serde_json::to_vec(send) {
-            Ok(body) => body,
-            Err(e) => {
-                return Posted::Failed(FailureKind::Permanent, format!("cannot serialise: {e}"))
-            }
+        let (method, body) = match self.request_for(send) {
+            Ok(request) => request,
+            Err(e) => return Posted::Failed(FailureKind::Permanent, e),
         };
         let tries = self.config.policy.tries_per_call.max(1);
         let mut errors: Vec<String> = Vec::new();
@@ -590,7 +614,7 @@ impl Webhook {
             if try_index > 0 {
                 std::thread::sleep(self.config.policy.pause_before(try_index));
             }
-            match self.post(url, &send.send_id, &body) {
+            match self.post(&method, url, &send.send_id, &body) {
                 Posted::Delivered => return Posted::Delivered,
                 Posted::Failed(FailureKind::Permanent, error) => {
                     return Posted::Failed(FailureKind::Permanent, error)
@@ -605,20 +629,44 @@ impl Webhook {
         )
     }
 
-    /// One request.
-    fn post(&self, url: &str, send_id: &str, body: &[u8]) -> Posted {
+    /// One request. GET and DELETE carry no body.
+    fn post(&self, method: &str, url: &str, send_id: &str, body: &[u8]) -> Posted {
         if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
             return Posted::Failed(
                 FailureKind::Permanent,
                 format!("cannot post to {url}: this moments was built without TLS (cargo feature `tls`)"),
             );
         }
-        let result = self
-            .agent
-            .post(url)
-            .header("Idempotency-Key", send_id)
-            .header("Content-Type", "application/json")
-            .send(body);
+        let result = match method {
+            "GET" => self
+                .agent
+                .get(url)
+                .header("Idempotency-Key", send_id)
+                .call(),
+            "DELETE" => self
+                .agent
+                .delete(url)
+                .header("Idempotency-Key", send_id)
+                .call(),
+            "PUT" => self
+                .agent
+                .put(url)
+                .header("Idempotency-Key", send_id)
+                .header("Content-Type", "application/json")
+                .send(body),
+            "PATCH" => self
+                .agent
+                .patch(url)
+                .header("Idempotency-Key", send_id)
+                .header("Content-Type", "application/json")
+                .send(body),
+            _ => self
+                .agent
+                .post(url)
+                .header("Idempotency-Key", send_id)
+                .header("Content-Type", "application/json")
+                .send(body),
+        };
         let mut response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -630,7 +678,7 @@ impl Webhook {
                     | ureq::Error::Protocol(_) => FailureKind::Transient,
                     _ => FailureKind::Permanent,
                 };
-                return Posted::Failed(kind, format!("POST {url}: {e}"));
+                return Posted::Failed(kind, format!("{method} {url}: {e}"));
             }
         };
         let status = response.status().as_u16();
@@ -650,7 +698,7 @@ impl Webhook {
             .read_to_end(&mut snippet);
         let snippet = String::from_utf8_lossy(&snippet);
         let snippet: String = snippet.split_whitespace().collect::<Vec<_>>().join(" ");
-        let mut error = format!("POST {url}: HTTP {status}");
+        let mut error = format!("{method} {url}: HTTP {status}");
         if let Some(location) = location {
             error.push_str(&format!(" (redirects to {location}; not followed)"));
         }

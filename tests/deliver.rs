@@ -400,14 +400,40 @@ fn the_webhook_posts_the_send_with_its_idempotency_key() {
             Some(send.send_id.as_str())
         );
         assert_eq!(request.header("Content-Type"), Some("application/json"));
-        let body: Send = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(&body, send);
     }
+    // To the endpoint: the whole send. To a webhook message's own url: its rendered body.
+    let body: Send = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(&body, &sends[1]);
+    assert_eq!(requests[1].body, br#"{"customer":"c-1"}"#.to_vec());
     assert!(store.undelivered(at(12, 0)).unwrap().is_empty());
     // Nothing is posted twice.
     let again = deliver_pending(&mut store, &mut deliverer, at(12, 0)).unwrap();
     assert_eq!(again.delivered, 0);
     assert_eq!(server.requests().len(), 2);
+}
+
+/// A partner webhook's `method` is used: PUT with the body, DELETE without one.
+#[test]
+fn a_webhook_message_uses_its_method() {
+    let server = Server::start();
+    let dir = TempDir::new("webhook-method");
+    let mut put = webhook_send("w1", &server.url("/put"));
+    put.message.insert("method".to_owned(), "put".to_owned());
+    let mut delete = webhook_send("w2", &server.url("/delete"));
+    delete
+        .message
+        .insert("method".to_owned(), "DELETE".to_owned());
+    let mut store = store_with(&dir, &[put, delete]);
+    let mut deliverer = webhook(None, fast_policy());
+    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+    assert_eq!((report.delivered, report.failed), (2, 0), "{report:?}");
+    let requests = server.requests();
+    let by_path = |p: &str| requests.iter().find(|r| r.path == p).unwrap();
+    assert_eq!(by_path("/put").method, "PUT");
+    assert_eq!(by_path("/put").body, br#"{"customer":"c-1"}"#.to_vec());
+    assert_eq!(by_path("/delete").method, "DELETE");
+    assert!(by_path("/delete").body.is_empty());
+    assert_eq!(by_path("/delete").header("Idempotency-Key"), Some("w2"));
 }
 
 #[test]
