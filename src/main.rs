@@ -685,6 +685,24 @@ fn run_ticks(
             return 2;
         }
     };
+    // One `run` per state at a time: two would both deliver what neither has marked yet.
+    // The lock is the operating system's, so it goes with the process, crash or not.
+    let lock_path = state.with_extension("db.lock");
+    let _lock = match std::fs::File::create(&lock_path).map(|f| (f.try_lock(), f)) {
+        Ok((Ok(()), file)) => file,
+        Ok((Err(std::fs::TryLockError::WouldBlock), _)) => {
+            eprintln!(
+                "error: another `moments run` is using `{}` (it holds `{}`); wait for it to finish",
+                state.display(),
+                lock_path.display()
+            );
+            return 2;
+        }
+        Ok((Err(std::fs::TryLockError::Error(e)), _)) | Err(e) => {
+            eprintln!("error: cannot lock `{}`: {e}", lock_path.display());
+            return 2;
+        }
+    };
     let mut deliverer = match deliver.kind {
         DeliverKind::Outbox => match Outbox::open(&deliver.outbox) {
             Ok(o) => Deliverer::Outbox(o),
@@ -916,7 +934,7 @@ impl<I: Iterator<Item = moments::value::Record>> Iterator for Progress<I> {
         if let Some(bar) = &self.bar {
             if next.is_none() {
                 bar.finish_and_clear();
-            } else if self.count % 4096 == 0 {
+            } else if self.count.is_multiple_of(4096) {
                 bar.set_position(self.count);
             }
         }

@@ -408,7 +408,7 @@ pub fn offset_instant(
     zone: Tz,
 ) -> Option<DateTime<Utc>> {
     let seconds = offset.seconds();
-    let day = if seconds % 86_400 == 0 {
+    let day = if seconds.is_multiple_of(86_400) {
         let base = match value {
             OffsetBase::Date(date) => date,
             OffsetBase::DateTime(instant) => local_date(instant, zone),

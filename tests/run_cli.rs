@@ -456,6 +456,16 @@ fn every_ticks_until_sigterm_and_finishes_the_tick_in_flight() {
             ),
         }
     }
+    // While it runs, a second `run` on the same state is refused, not run alongside.
+    let mut now = run.to_vec();
+    now.extend(["--now", "2026-11-20T00:00:00Z"]);
+    let second = moments(dir.path(), &now);
+    assert_eq!(status(&second), 2, "{}", stdout(&second));
+    assert!(
+        stderr(&second).contains("another `moments run` is using"),
+        "{}",
+        stderr(&second)
+    );
     let signalled = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
