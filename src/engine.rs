@@ -375,6 +375,8 @@ struct Engine<'m> {
     pending_store: HashMap<u64, Pending>,
     next_pending: u64,
     timers: TimerQueue,
+    /// The (instant, moment, customer) of every queued timer.
+    timer_keys: std::collections::HashSet<(DateTime<Utc>, usize, Arc<str>)>,
     out: RunOutput,
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
@@ -530,6 +532,7 @@ impl<'m> Engine<'m> {
             pending_store: HashMap::new(),
             next_pending: 0,
             timers: BinaryHeap::new(),
+            timer_keys: std::collections::HashSet::new(),
             out: RunOutput::default(),
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
@@ -696,6 +699,7 @@ impl<'m> Engine<'m> {
             if next_timer == Some(instant) {
                 while self.timers.peek().is_some_and(|Reverse(t)| t.0 == instant) {
                     if let Some(Reverse((at, moment, customer, value))) = self.timers.pop() {
+                        self.timer_keys.remove(&(at, moment, customer.clone()));
                         self.fire_timer(at, moment, customer, value, from);
                     }
                 }
@@ -1459,11 +1463,10 @@ impl<'m> Engine<'m> {
             timers.push(Reverse((instant, index, customer_id.clone(), value)));
         }
         for t in timers {
-            if !self
-                .timers
-                .iter()
-                .any(|Reverse(x)| x.1 == t.0 .1 && x.2 == t.0 .2 && x.0 == t.0 .0)
-            {
+            // INVARIANT: `timer_keys` holds exactly the (instant, moment, customer) of the
+            // timers queued, so a timer is queued once without scanning the queue.
+            let key = (t.0 .0, t.0 .1, t.0 .2.clone());
+            if self.timer_keys.insert(key) {
                 self.timers.push(t);
             }
         }
