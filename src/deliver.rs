@@ -521,12 +521,7 @@ impl Webhook {
 
     /// Where `send` goes: its message's `url` for a `webhook` send, else the endpoint.
     pub fn url_for<'a>(&'a self, send: &'a Send) -> Option<&'a str> {
-        let own = (send.channel == "webhook")
-            .then(|| send.message.get("url"))
-            .flatten()
-            .map(|u| u.trim())
-            .filter(|u| !u.is_empty());
-        own.or(self.config.endpoint.as_deref())
+        own_url(send).or(self.config.endpoint.as_deref())
     }
 
     fn deliver(
@@ -582,12 +577,7 @@ impl Webhook {
     /// request, its rendered `body` with its `method` (POST by default); anything else is the
     /// whole send as JSON, POSTed to the endpoint.
     fn request_for(&self, send: &Send) -> Result<(String, Vec<u8>), String> {
-        let own = send.channel == "webhook"
-            && send
-                .message
-                .get("url")
-                .is_some_and(|u| !u.trim().is_empty());
-        if own {
+        if own_url(send).is_some() {
             let method = send
                 .message
                 .get("method")
@@ -713,6 +703,15 @@ impl Webhook {
         };
         Posted::Failed(kind, error)
     }
+}
+
+/// The `url` of a `webhook` message: a partner's request goes there, as written.
+fn own_url(send: &Send) -> Option<&str> {
+    (send.channel == "webhook")
+        .then(|| send.message.get("url"))
+        .flatten()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
 }
 
 /// The scheme and authority of `url`, to group sends by receiver.

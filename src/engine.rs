@@ -948,11 +948,6 @@ impl<'m> Engine<'m> {
             .as_ref()
             .filter(|t| t.wants(&plan.id, &customer_id))
         {
-            let show = |v: &Value| match v {
-                Value::Null => "none".to_string(),
-                Value::Text(t) => format!("{t:?}"),
-                other => other.to_string(),
-            };
             let conditions = tracer.conditions[moment]
                 .iter()
                 .map(|c| ConditionTrace {
@@ -963,7 +958,7 @@ impl<'m> Engine<'m> {
                         .iter()
                         .map(|(name, expr)| NamedValue {
                             name: name.clone(),
-                            value: show(&eval::eval(expr, &cx)),
+                            value: shown(&eval::eval(expr, &cx)),
                         })
                         .collect(),
                 })
@@ -978,7 +973,7 @@ impl<'m> Engine<'m> {
                     .zip(&lets)
                     .map(|(name, value)| NamedValue {
                         name: name.clone(),
-                        value: show(value),
+                        value: shown(value),
                     })
                     .collect(),
                 conditions,
@@ -1293,11 +1288,7 @@ impl<'m> Engine<'m> {
         }
         names.sort();
         names.dedup();
-        let show = |v: Option<&Value>| match v {
-            None | Some(Value::Null) => "none".to_string(),
-            Some(Value::Text(t)) => format!("{t:?}"),
-            Some(other) => other.to_string(),
-        };
+        let show = |v: Option<&Value>| v.map_or_else(|| "none".to_string(), shown);
         let variables = names
             .into_iter()
             .map(|name| {
@@ -1601,6 +1592,16 @@ enum Keep {
 }
 
 impl Keep {
+    /// The oldest instant still read at `now`; `None` when everything is.
+    fn from(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Keep::For(seconds) => {
+                chrono::Duration::try_seconds(seconds).and_then(|w| now.checked_sub_signed(w))
+            }
+            Keep::Forever => None,
+        }
+    }
+
     fn max(self, other: Keep) -> Keep {
         match (self, other) {
             (Keep::For(a), Keep::For(b)) => Keep::For(a.max(b)),
@@ -1622,21 +1623,21 @@ fn collect_reads(expr: &CExpr, into: &mut HashMap<(Arc<str>, bool), Keep>) {
     });
 }
 
-/// Append `event` to a history, and forget what is older than `keep` allows. The stale
-/// prefix is cut once it is as long as the rest, so a history holds at most about twice
-/// its window and appending stays cheap.
+/// Append `event` to a history, and forget what is older than `keep` allows.
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
+    let at = event.at;
     history.push(event);
-    if let (Some(Keep::For(seconds)), Some(last)) = (keep, history.last()) {
-        let Some(from) =
-            chrono::Duration::try_seconds(seconds).and_then(|w| last.at.checked_sub_signed(w))
-        else {
-            return;
-        };
-        let stale = history.partition_point(|e| e.at < from);
-        if stale > 0 && stale * 2 >= history.len() {
-            history.drain(..stale);
-        }
+    if let Some(from) = keep.and_then(|k| k.from(at)) {
+        cut_stale(history, |e| e.at, from);
+    }
+}
+
+/// Drop the items before `from` from a time-ordered history, once they are at least half
+/// of it: a history holds at most about twice its window, and appending stays cheap.
+fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) {
+    let stale = items.partition_point(|item| at(item) < from);
+    if stale > 0 && stale * 2 >= items.len() {
+        items.drain(..stale);
     }
 }
 
@@ -1693,20 +1694,12 @@ impl KeyIndex {
         };
         keys.sort_unstable();
         keys.dedup();
-        let from = match keep {
-            Some(Keep::For(seconds)) => {
-                chrono::Duration::try_seconds(seconds).and_then(|w| event.at.checked_sub_signed(w))
-            }
-            _ => None,
-        };
+        let from = keep.and_then(|k| k.from(event.at));
         for key in keys {
             let times = self.times.entry(key).or_default();
             times.push(event.at);
             if let Some(from) = from {
-                let stale = times.partition_point(|t| *t < from);
-                if stale > 0 && stale * 2 >= times.len() {
-                    times.drain(..stale);
-                }
+                cut_stale(times, |t| *t, from);
             }
         }
     }
@@ -1742,8 +1735,17 @@ fn to_template(value: &Value) -> minijinja::Value {
     }
 }
 
+/// A value as `explain` and `preview` show it: texts quoted, `none` for missing.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::Null => "none".to_string(),
+        Value::Text(t) => format!("{t:?}"),
+        other => other.to_string(),
+    }
+}
+
 /// `18 Nov 10:23` in the customer's zone.
-fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
+pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
     at.with_timezone(&zone).format("%-d %b %H:%M").to_string()
 }
 

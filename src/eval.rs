@@ -462,6 +462,24 @@ pub fn eval(expr: &CExpr, cx: &Context) -> Value {
     }
 }
 
+/// The part of a time-ordered slice an aggregate reads: up to `now`, inclusive, and within
+/// the window (`window` seconds back from `now`, its start included) if there is one.
+fn in_window<T>(
+    items: &[T],
+    at: impl Fn(&T) -> DateTime<Utc>,
+    window: Option<i64>,
+    now: DateTime<Utc>,
+) -> &[T] {
+    let end = items.partition_point(|item| at(item) <= now);
+    let start = window
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|w| now.checked_sub_signed(w))
+        .map_or(0, |from| {
+            items[..end].partition_point(|item| at(item) < from)
+        });
+    &items[start..end]
+}
+
 /// `count`/`did` from an index by key, when there is one that can answer.
 fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
     let keyed = aggregate.keyed.as_ref()?;
@@ -471,17 +489,7 @@ fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
     }
     let key = key_of(&eval(&keyed.key, cx))?;
     let times = cx.history.keyed(&keyed.spec(&aggregate.event), &key)?;
-    let end = times.partition_point(|t| *t <= cx.now);
-    let start = match aggregate.window {
-        Some(seconds) => match chrono::Duration::try_seconds(seconds)
-            .and_then(|w| cx.now.checked_sub_signed(w))
-        {
-            Some(from) => times[..end].partition_point(|t| *t < from),
-            None => 0,
-        },
-        None => 0,
-    };
-    let count = end - start;
+    let count = in_window(times, |t| *t, aggregate.window, cx.now).len();
     Some(match aggregate.function {
         AggregateFn::Did => Value::Bool(count > 0),
         _ => Value::Int(count as i64),
@@ -712,18 +720,7 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     let events = cx
         .history
         .events(&aggregate.event, aggregate.across_customers);
-    // Events up to the evaluation instant, inclusive; within the window if there is one.
-    let end = events.partition_point(|e| e.at <= cx.now);
-    let start = match aggregate.window {
-        Some(seconds) => match chrono::Duration::try_seconds(seconds)
-            .and_then(|w| cx.now.checked_sub_signed(w))
-        {
-            Some(from) => events[..end].partition_point(|e| e.at < from),
-            None => 0,
-        },
-        None => 0,
-    };
-    let in_range = &events[start..end];
+    let in_range = in_window(events, |e| e.at, aggregate.window, cx.now);
     if !cx.fuel.burn(in_range.len() as u64) {
         return Value::Null;
     }

@@ -12,7 +12,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::engine::{ConditionTrace, NamedValue, RunOutput, Trace, TraceStep};
+use crate::engine::{local_time, ConditionTrace, NamedValue, RunOutput, Trace, TraceStep};
 use crate::model::{Model, TriggerSource};
 use crate::outcome::Entry;
 
@@ -213,11 +213,6 @@ fn times(n: usize) -> String {
     } else {
         format!("{n} times")
     }
-}
-
-/// `18 Nov 10:23` in the customer's zone.
-fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
-    at.with_timezone(&zone).format("%-d %b %H:%M").to_string()
 }
 
 /// The explanation for a person.

@@ -1,10 +1,12 @@
 //! Delivery: the outbox writes each send exactly once, crashes included; the webhook posts
 //! to a real HTTP server on 127.0.0.1, retries, and records every failure.
 
+mod common;
+use common::TempDir;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,31 +21,6 @@ use moments::state::StateStore;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A fresh directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "moments-deliver-{name}-{}-{}",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, hour, minute, 0).unwrap()
@@ -77,13 +54,13 @@ fn webhook_send(id: &str, url: &str) -> Send {
 }
 
 fn store_with(dir: &TempDir, sends: &[Send]) -> StateStore {
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     store.record_tick(at(10, 0), &[], sends).unwrap();
     store
 }
 
 fn outbox_lines(dir: &TempDir) -> Vec<Send> {
-    let text = std::fs::read_to_string(dir.path("outbox.ndjson")).unwrap();
+    let text = std::fs::read_to_string(dir.join("outbox.ndjson")).unwrap();
     assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
     text.lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -122,7 +99,7 @@ fn the_outbox_writes_each_treatment_send_once() {
         email("ctl", Group::Control),
     ];
     let mut store = store_with(&dir, &sends);
-    let mut outbox = Deliverer::Outbox(Outbox::open(&dir.path("outbox.ndjson")).unwrap());
+    let mut outbox = Deliverer::Outbox(Outbox::open(&dir.join("outbox.ndjson")).unwrap());
 
     let report = deliver_pending(&mut store, &mut outbox, at(10, 0)).unwrap();
     assert_eq!((report.delivered, report.failed), (2, 0));
@@ -132,7 +109,7 @@ fn the_outbox_writes_each_treatment_send_once() {
     assert_eq!((again.delivered, again.failed), (0, 0));
     // A new tick, a new outbox value, the same process or another: still once.
     store.record_tick(at(10, 2), &[], &sends).unwrap();
-    let mut reopened = Deliverer::Outbox(Outbox::open(&dir.path("outbox.ndjson")).unwrap());
+    let mut reopened = Deliverer::Outbox(Outbox::open(&dir.join("outbox.ndjson")).unwrap());
     let third = deliver_pending(&mut store, &mut reopened, at(10, 2)).unwrap();
     assert_eq!(third.delivered, 0);
     assert_eq!(ids(&outbox_lines(&dir)), ["a", "b"]);
@@ -148,12 +125,12 @@ fn a_crash_between_append_and_mark_does_not_write_twice() {
     let mut store = store_with(&dir, &sends);
     {
         // The first run appended `a`, then died before marking it.
-        let mut outbox = Outbox::open(&dir.path("outbox.ndjson")).unwrap();
+        let mut outbox = Outbox::open(&dir.join("outbox.ndjson")).unwrap();
         outbox.append(&sends[0]).unwrap();
     }
     assert_eq!(ids(&store.undelivered(at(10, 0)).unwrap()), ["a", "b"]);
 
-    let outbox = Outbox::open(&dir.path("outbox.ndjson")).unwrap();
+    let outbox = Outbox::open(&dir.join("outbox.ndjson")).unwrap();
     assert!(outbox.contains("a"));
     let mut outbox = Deliverer::Outbox(outbox);
     let report = deliver_pending(&mut store, &mut outbox, at(10, 5)).unwrap();
@@ -175,11 +152,11 @@ fn a_torn_last_line_is_cut_off_and_written_again() {
     let a = serde_json::to_string(&sends[0]).unwrap();
     let b = serde_json::to_string(&sends[1]).unwrap();
     let torn = format!("{a}\n{}", &b[..b.len() / 2]);
-    std::fs::write(dir.path("outbox.ndjson"), &torn).unwrap();
+    std::fs::write(dir.join("outbox.ndjson"), &torn).unwrap();
 
-    let outbox = Outbox::open(&dir.path("outbox.ndjson")).unwrap();
+    let outbox = Outbox::open(&dir.join("outbox.ndjson")).unwrap();
     assert_eq!(
-        std::fs::read_to_string(dir.path("outbox.ndjson")).unwrap(),
+        std::fs::read_to_string(dir.join("outbox.ndjson")).unwrap(),
         format!("{a}\n")
     );
     assert!(outbox.contains("a") && !outbox.contains("b"));
@@ -196,8 +173,8 @@ fn a_torn_line_even_when_it_is_complete_json_is_cut_off() {
     let mut store = store_with(&dir, &sends);
     // Everything but the newline: not known to be complete, so written again.
     let a = serde_json::to_string(&sends[0]).unwrap();
-    std::fs::write(dir.path("outbox.ndjson"), &a).unwrap();
-    let mut outbox = Deliverer::Outbox(Outbox::open(&dir.path("outbox.ndjson")).unwrap());
+    std::fs::write(dir.join("outbox.ndjson"), &a).unwrap();
+    let mut outbox = Deliverer::Outbox(Outbox::open(&dir.join("outbox.ndjson")).unwrap());
     deliver_pending(&mut store, &mut outbox, at(10, 0)).unwrap();
     assert_eq!(outbox_lines(&dir), sends);
 }
@@ -206,8 +183,8 @@ fn a_torn_line_even_when_it_is_complete_json_is_cut_off() {
 fn an_outbox_with_a_line_that_is_not_a_send_is_refused() {
     let dir = TempDir::new("outbox-foreign");
     let a = serde_json::to_string(&email("a", Group::Treatment)).unwrap();
-    std::fs::write(dir.path("outbox.ndjson"), format!("{a}\nhello\n")).unwrap();
-    let error = Outbox::open(&dir.path("outbox.ndjson")).unwrap_err();
+    std::fs::write(dir.join("outbox.ndjson"), format!("{a}\nhello\n")).unwrap();
+    let error = Outbox::open(&dir.join("outbox.ndjson")).unwrap_err();
     assert!(matches!(error, DeliverError::Outbox { .. }));
     let message = error.to_string();
     assert!(
@@ -219,7 +196,7 @@ fn an_outbox_with_a_line_that_is_not_a_send_is_refused() {
 #[test]
 fn the_outbox_creates_its_directory() {
     let dir = TempDir::new("outbox-dir");
-    let path = dir.path("deep/er/outbox.ndjson");
+    let path = dir.join("deep/er/outbox.ndjson");
     let outbox = Outbox::open(&path).unwrap();
     assert_eq!(outbox.path(), path);
     assert!(path.exists());

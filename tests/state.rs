@@ -1,38 +1,16 @@
 //! The state store: ticks are recorded once, decided fates stay, everything survives a
 //! reopen, and a locked or corrupt database is an error rather than a panic.
 
+mod common;
+use common::TempDir;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use moments::outcome::{Entry, Fate, Group, Send};
 use moments::state::{StateError, StateStore};
-
-/// A fresh directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "moments-state-{name}-{}-{}",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, hour, minute, 0).unwrap()
@@ -74,7 +52,7 @@ fn ids(sends: &[Send]) -> Vec<&str> {
 #[test]
 fn a_new_store_is_empty_and_creates_its_directory() {
     let dir = TempDir::new("new");
-    let path = dir.path("nested/deeper/state.db");
+    let path = dir.join("nested/deeper/state.db");
     let store = StateStore::open(&path).unwrap();
     assert!(path.exists());
     assert_eq!(store.processed_up_to().unwrap(), None);
@@ -86,7 +64,7 @@ fn a_new_store_is_empty_and_creates_its_directory() {
 #[test]
 fn the_same_sends_twice_are_inserted_once() {
     let dir = TempDir::new("idempotent");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     let sends = vec![
         send("b", Group::Treatment, at(10, 0)),
         send("a", Group::Treatment, at(10, 0)),
@@ -108,7 +86,7 @@ fn the_same_sends_twice_are_inserted_once() {
 #[test]
 fn a_known_send_keeps_its_content_and_delivery_state() {
     let dir = TempDir::new("untouched");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     let original = send("a", Group::Treatment, at(10, 0));
     store
         .record_tick(at(10, 0), &[], std::slice::from_ref(&original))
@@ -131,7 +109,7 @@ fn a_known_send_keeps_its_content_and_delivery_state() {
 #[test]
 fn a_decided_fate_never_changes_but_a_pending_entry_follows_the_engine() {
     let dir = TempDir::new("fate");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     let decided = entry("c1", Some(Fate::Sent), "sent at 10:00");
     let pending = entry("c2", None, "due at 10:00");
     store
@@ -163,7 +141,7 @@ fn a_decided_fate_never_changes_but_a_pending_entry_follows_the_engine() {
 #[test]
 fn entries_come_back_sorted_with_every_fate() {
     let dir = TempDir::new("sorted");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     let mut entries: Vec<Entry> = Fate::ALL
         .into_iter()
         .enumerate()
@@ -185,7 +163,7 @@ fn entries_come_back_sorted_with_every_fate() {
 #[test]
 fn processed_up_to_follows_the_latest_tick() {
     let dir = TempDir::new("processed");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     store.record_tick(at(10, 0), &[], &[]).unwrap();
     assert_eq!(store.processed_up_to().unwrap(), Some(at(10, 0)));
     let precise = at(11, 0) + chrono::Duration::nanoseconds(123_456_789);
@@ -199,7 +177,7 @@ fn processed_up_to_follows_the_latest_tick() {
 #[test]
 fn reopening_keeps_everything() {
     let dir = TempDir::new("reopen");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     let sends = vec![
         send("a", Group::Treatment, at(10, 0)),
         send("b", Group::Treatment, at(10, 5)),
@@ -238,7 +216,7 @@ fn reopening_keeps_everything() {
 #[test]
 fn undelivered_is_treatment_only_due_and_ready_in_order() {
     let dir = TempDir::new("undelivered");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     let sends = vec![
         send("late", Group::Treatment, at(10, 30)),
         send("b", Group::Treatment, at(10, 0)),
@@ -275,7 +253,7 @@ fn undelivered_is_treatment_only_due_and_ready_in_order() {
 #[test]
 fn marking_an_unknown_send_is_an_error_and_changes_nothing() {
     let dir = TempDir::new("unknown");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     store
         .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
         .unwrap();
@@ -295,7 +273,7 @@ fn marking_an_unknown_send_is_an_error_and_changes_nothing() {
 #[test]
 fn delivering_twice_keeps_the_first_instant() {
     let dir = TempDir::new("twice");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     store
         .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
         .unwrap();
@@ -320,7 +298,7 @@ fn hold_write_lock(path: &Path) -> rusqlite::Connection {
 #[test]
 fn a_locked_database_is_an_error_not_a_panic() {
     let dir = TempDir::new("locked");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     let mut store = StateStore::open_with_timeout(&path, Duration::from_millis(100)).unwrap();
     let other = hold_write_lock(&path);
 
@@ -351,7 +329,7 @@ fn a_corrupt_file_is_a_clear_error() {
         ("short.db", b"not a database".to_vec()),
         ("long.db", b"this is some text, not SQLite\n".repeat(400)),
     ] {
-        let path = dir.path(name);
+        let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
         let error = StateStore::open(&path).unwrap_err();
         let message = error.to_string();
@@ -366,7 +344,7 @@ fn a_corrupt_file_is_a_clear_error() {
 #[test]
 fn a_directory_in_the_way_is_a_clear_error() {
     let dir = TempDir::new("dir");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     std::fs::create_dir_all(&path).unwrap();
     let error = StateStore::open(&path).unwrap_err();
     assert!(error.to_string().contains("directory"), "{error}");
@@ -375,7 +353,7 @@ fn a_directory_in_the_way_is_a_clear_error() {
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = TempDir::new("newer");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     drop(StateStore::open(&path).unwrap());
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -393,7 +371,7 @@ fn a_newer_schema_is_refused() {
 #[test]
 fn the_database_is_in_wal_mode_with_its_schema_version() {
     let dir = TempDir::new("wal");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     drop(StateStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let mode: String = conn
@@ -409,7 +387,7 @@ fn the_database_is_in_wal_mode_with_its_schema_version() {
 #[test]
 fn instants_beyond_year_9999_are_clamped_not_lost() {
     let dir = TempDir::new("far");
-    let mut store = StateStore::open(&dir.path("state.db")).unwrap();
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
     store
         .record_tick(at(10, 0), &[], &[send("a", Group::Treatment, at(10, 0))])
         .unwrap();
@@ -431,7 +409,7 @@ fn instants_beyond_year_9999_are_clamped_not_lost() {
 #[test]
 fn a_version_1_database_is_migrated_and_keeps_its_entries() {
     let dir = TempDir::new("migrate");
-    let path = dir.path("state.db");
+    let path = dir.join("state.db");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
