@@ -29,8 +29,12 @@ defaults {
 "#;
 
 fn model(moments: &[(&str, &str)]) -> Model {
+    model_with(SCHEMA, moments)
+}
+
+fn model_with(schema: &str, moments: &[(&str, &str)]) -> Model {
     let mut sources = Sources::default();
-    let schema = sources.add(SourceFile::new("schema.moment", SCHEMA));
+    let schema = sources.add(SourceFile::new("schema.moment", schema));
     let ids: Vec<usize> = moments
         .iter()
         .map(|(name, text)| sources.add(SourceFile::new(format!("{name}.moment"), *text)))
@@ -494,12 +498,7 @@ defaults {
 "#;
 
 fn shop_model(name: &str, moment: &str) -> Model {
-    let mut sources = Sources::default();
-    let schema = sources.add(SourceFile::new("schema.moment", SHOP));
-    let id = sources.add(SourceFile::new(format!("{name}.moment"), moment));
-    let checked = check(&sources, Some(schema), &[id]);
-    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
-    checked.model.expect("valid")
+    model_with(SHOP, &[(name, moment)])
 }
 
 fn shop_order(id: &str, customer: &str, at: DateTime<Utc>, size: f64, products: &[&str]) -> Record {
