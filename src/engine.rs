@@ -32,7 +32,14 @@ use crate::value::{Record, RecordKind, Value};
 /// Work allowed for one evaluation of a user-written expression.
 pub const FUEL_PER_EVALUATION: u64 = 1_000_000;
 
-/// What the engine produced.
+/// Where the engine puts entries and sends, as it decides them (in time order, not in the
+/// order of the files: a sink that writes files sorts them).
+pub trait Sink {
+    fn entry(&mut self, entry: Entry);
+    fn send(&mut self, send: Send);
+}
+
+/// What the engine produced, all in memory.
 #[derive(Debug, Default)]
 pub struct RunOutput {
     /// Decided entries, and pending ones (fate `None`), sorted by (moment, customer, trigger).
@@ -41,6 +48,40 @@ pub struct RunOutput {
     pub sends: Vec<Send>,
     /// Evaluations that ran out of fuel (their condition counted as false).
     pub out_of_fuel: u64,
+}
+
+impl Sink for RunOutput {
+    fn entry(&mut self, entry: Entry) {
+        self.entries.push(entry);
+    }
+    fn send(&mut self, send: Send) {
+        self.sends.push(send);
+    }
+}
+
+impl RunOutput {
+    /// Entries by (moment, customer, trigger, send id), sends by (sent_at, send id); equal
+    /// keys stay in the order they were decided.
+    fn sort(&mut self) {
+        self.entries
+            .sort_by(|a, b| entry_order(a).cmp(&entry_order(b)));
+        self.sends.sort_by(|a, b| send_order(a).cmp(&send_order(b)));
+    }
+}
+
+/// The order of `entries.ndjson`.
+pub fn entry_order(e: &Entry) -> (&str, &str, DateTime<Utc>, Option<&str>) {
+    (
+        &e.moment,
+        &e.customer_id,
+        e.trigger_at,
+        e.send_id.as_deref(),
+    )
+}
+
+/// The order of `sends.ndjson`.
+pub fn send_order(s: &Send) -> (DateTime<Utc>, &str) {
+    (s.sent_at, &s.send_id)
 }
 
 /// Decisions waiting, earliest first: (send instant, priority — higher first, moment id,
@@ -196,12 +237,13 @@ pub fn run_traced(
     now: DateTime<Utc>,
     options: &TraceOptions,
 ) -> (RunOutput, Trace) {
-    let mut engine = Engine::new(model);
+    let mut out = RunOutput::default();
+    let mut engine = Engine::new(model, &mut out);
     engine.keep = None;
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
-    let out = engine.run_with(records, from, now, |engine| {
+    let out_of_fuel = engine.run_with(records, from, now, |engine| {
         if !engine.customers.contains_key(&customer) {
             let mut ids: Vec<&str> = engine.customers.keys().map(|k| &**k).collect();
             ids.sort_unstable();
@@ -239,6 +281,8 @@ pub fn run_traced(
             trace.steps = tracer.steps;
         }
     });
+    out.out_of_fuel = out_of_fuel;
+    out.sort();
     (out, trace)
 }
 
@@ -250,7 +294,22 @@ pub fn run(
     from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> RunOutput {
-    Engine::new(model).run_with(records, from, now, |_| {})
+    let mut out = RunOutput::default();
+    out.out_of_fuel = run_into(model, records, from, now, &mut out);
+    out.sort();
+    out
+}
+
+/// [`run`], handing entries and sends to `sink` as they are decided (in time order) instead
+/// of keeping them. Returns how many evaluations ran out of fuel.
+pub fn run_into(
+    model: &Model,
+    records: impl Iterator<Item = Record>,
+    from: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    sink: &mut dyn Sink,
+) -> u64 {
+    Engine::new(model, sink).run_with(records, from, now, |_| {})
 }
 
 /// The traced customer's compiled conditions, with the parts worth showing.
@@ -361,6 +420,9 @@ fn collect_parts<'e>(expr: &'e crate::ast::Expr, into: &mut Vec<&'e crate::ast::
 
 struct Engine<'m> {
     model: &'m Model,
+    out: &'m mut dyn Sink,
+    /// Evaluations that ran out of fuel.
+    out_of_fuel: u64,
     traits: TraitIndex,
     zone_trait: Option<usize>,
     default_zone: Tz,
@@ -377,7 +439,6 @@ struct Engine<'m> {
     timers: TimerQueue,
     /// The (instant, moment, customer) of every queued timer.
     timer_keys: std::collections::HashSet<(DateTime<Utc>, usize, Arc<str>)>,
-    out: RunOutput,
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
@@ -394,7 +455,7 @@ struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    fn new(model: &'m Model) -> Engine<'m> {
+    fn new(model: &'m Model, out: &'m mut dyn Sink) -> Engine<'m> {
         let traits = TraitIndex::new(&model.schema);
         let zone_trait = model
             .schema
@@ -533,7 +594,8 @@ impl<'m> Engine<'m> {
             next_pending: 0,
             timers: BinaryHeap::new(),
             timer_keys: std::collections::HashSet::new(),
-            out: RunOutput::default(),
+            out,
+            out_of_fuel: 0,
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
             keep: Some(reads),
@@ -639,14 +701,15 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// The run; `finish` sees the engine's final state before its output is taken.
+    /// The run; `finish` sees the engine's final state at the end. Returns how many
+    /// evaluations ran out of fuel.
     fn run_with(
         mut self,
         records: impl Iterator<Item = Record>,
         from: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         finish: impl FnOnce(&mut Engine),
-    ) -> RunOutput {
+    ) -> u64 {
         let mut records = records.peekable();
         let mut cron_cursor: Option<DateTime<Utc>> = None;
         loop {
@@ -719,7 +782,7 @@ impl<'m> Engine<'m> {
         for p in left {
             let moment = &self.moments[p.moment];
             if from.is_none_or(|f| p.trigger_at >= f) {
-                self.out.entries.push(Entry {
+                self.out.entry(Entry {
                     moment: moment.id.to_string(),
                     customer_id: p.customer.to_string(),
                     trigger_at: p.trigger_at,
@@ -740,18 +803,7 @@ impl<'m> Engine<'m> {
             }
         }
         finish(&mut self);
-        let mut out = self.out;
-        out.entries.sort_by(|a, b| {
-            (&a.moment, &a.customer_id, a.trigger_at, &a.send_id).cmp(&(
-                &b.moment,
-                &b.customer_id,
-                b.trigger_at,
-                &b.send_id,
-            ))
-        });
-        out.sends
-            .sort_by(|a, b| (a.sent_at, &a.send_id).cmp(&(b.sent_at, &b.send_id)));
-        out
+        self.out_of_fuel
     }
 
     /// A data record: traits change, or an event joins the history and fires triggers.
@@ -936,7 +988,7 @@ impl<'m> Engine<'m> {
         );
         let passes = plan.conditions.iter().all(|c| eval::holds(c, &cx));
         if fuel.exhausted() {
-            self.out.out_of_fuel += 1;
+            self.out_of_fuel += 1;
         }
         let due_at = schedule::due_at(at, plan.delay_seconds).unwrap_or(at);
         let send_at = match plan.quiet {
@@ -1207,7 +1259,7 @@ impl<'m> Engine<'m> {
             entry_send_id = Some(send_id.clone());
             let message = self.render(p.moment, customer, &p, &send_id);
             if reported {
-                self.out.sends.push(Send {
+                self.out.send(Send {
                     send_id: send_id.clone(),
                     moment: plan.id.to_string(),
                     customer_id: p.customer.to_string(),
@@ -1224,7 +1276,7 @@ impl<'m> Engine<'m> {
             }
         }
         if reported {
-            self.out.entries.push(Entry {
+            self.out.entry(Entry {
                 moment: plan.id.to_string(),
                 customer_id: p.customer.to_string(),
                 trigger_at: p.trigger_at,
@@ -1778,18 +1830,4 @@ fn elapsed(seconds: i64) -> String {
         (_, 0, _) => format!("{d}d"),
         _ => format!("{d}d {h}h"),
     }
-}
-
-/// Count entries by moment and fate, for summaries.
-pub fn summary(entries: &[Entry]) -> BTreeMap<String, BTreeMap<String, u64>> {
-    let mut counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for e in entries {
-        let fate = e.fate.map_or("pending", |f| f.as_str());
-        *counts
-            .entry(e.moment.clone())
-            .or_default()
-            .entry(fate.to_string())
-            .or_default() += 1;
-    }
-    counts
 }

@@ -5,6 +5,7 @@
 //! Every stage reports problems as [`diagnostic::Diagnostic`]s and goes on.
 
 pub mod ast;
+pub mod backtest;
 pub mod check;
 pub mod cron_expr;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod report;
 pub mod report_html;
 pub mod sample;
 pub mod schedule;
+pub mod sorted_file;
 pub mod state;
 pub mod types;
 pub mod value;

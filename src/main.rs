@@ -566,15 +566,6 @@ fn known_moment(
     Err(2)
 }
 
-fn write_ndjson<T: serde::Serialize>(path: &std::path::Path, items: &[T]) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for item in items {
-        serde_json::to_writer(&mut out, item)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()
-}
-
 fn backtest(
     campaigns: &std::path::Path,
     data: &std::path::Path,
@@ -595,24 +586,32 @@ fn backtest(
         Ok(d) => d,
         Err(code) => return code,
     };
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("error: cannot write to `{}`: {e}", out.display());
+        return 2;
+    }
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
-    let result = moments::engine::run(
+    let mut files = moments::backtest::BacktestFiles::new(out, None);
+    let out_of_fuel = moments::engine::run_into(
         &model,
         Progress::new(stream.by_ref(), "backtest"),
         Some(from),
         to,
+        &mut files,
     );
     let rejects = stream.take_rejects();
+    let written = match files.finish().and_then(|written| {
+        moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects)?;
+        Ok(written)
+    }) {
+        Ok(written) => written,
+        Err(e) => {
+            eprintln!("error: cannot write to `{}`: {e}", out.display());
+            return 2;
+        }
+    };
     let elapsed = started.elapsed();
-    if let Err(e) = std::fs::create_dir_all(out)
-        .and_then(|_| write_ndjson(&out.join("entries.ndjson"), &result.entries))
-        .and_then(|_| write_ndjson(&out.join("sends.ndjson"), &result.sends))
-        .and_then(|_| moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects))
-    {
-        eprintln!("error: cannot write to `{}`: {e}", out.display());
-        return 2;
-    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
@@ -625,12 +624,12 @@ fn backtest(
         stream.skipped().values().sum::<u64>()
     );
     let _ = writeln!(stdout);
-    print_fate_table(&mut stdout, &model, &result.entries, None);
+    print_fate_table(&mut stdout, &model, &written.summary, None);
     let _ = writeln!(
         stdout,
         "\nwrote {} entries and {} sends to {}",
-        result.entries.len(),
-        result.sends.len(),
+        written.entries,
+        written.sends,
         out.display()
     );
     if !rejects.is_empty() {
@@ -641,11 +640,10 @@ fn backtest(
             out.join("rejects.ndjson").display()
         );
     }
-    if result.out_of_fuel > 0 {
+    if out_of_fuel > 0 {
         let _ = writeln!(
             stdout,
-            "warning: {} evaluations ran out of their work budget and counted as false",
-            result.out_of_fuel
+            "warning: {out_of_fuel} evaluations ran out of their work budget and counted as false"
         );
     }
     if strict && !rejects.is_empty() {
@@ -813,7 +811,12 @@ fn tick(
             *new_by_moment.entry(send.moment.as_str()).or_default() += 1;
         }
         let _ = writeln!(stdout, "\nentries up to now, by fate:");
-        print_fate_table(&mut stdout, model, &result.entries, Some(&new_by_moment));
+        print_fate_table(
+            &mut stdout,
+            model,
+            &moments::outcome::summary(&result.entries),
+            Some(&new_by_moment),
+        );
         let _ = writeln!(stdout);
     }
     for error in &report.errors {
@@ -853,10 +856,9 @@ fn tick(
 fn print_fate_table(
     out: &mut impl Write,
     model: &moments::model::Model,
-    entries: &[moments::outcome::Entry],
+    summary: &moments::outcome::Summary,
     new: Option<&std::collections::BTreeMap<&str, u64>>,
 ) {
-    let summary = moments::engine::summary(entries);
     let columns = [
         "sent",
         "control",

@@ -104,3 +104,25 @@ pub struct Send {
     /// Every field of the message, rendered.
     pub message: BTreeMap<String, String>,
 }
+
+/// Entries by moment, then fate (`pending` for undecided ones).
+pub type Summary = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// Count one entry into a summary.
+pub fn count_entry(summary: &mut Summary, entry: &Entry) {
+    let fate = entry.fate.map_or("pending", |f| f.as_str());
+    *summary
+        .entry(entry.moment.clone())
+        .or_default()
+        .entry(fate.to_string())
+        .or_default() += 1;
+}
+
+/// Count entries by moment and fate.
+pub fn summary(entries: &[Entry]) -> Summary {
+    let mut counts = Summary::new();
+    for e in entries {
+        count_entry(&mut counts, e);
+    }
+    counts
+}

@@ -1,0 +1,229 @@
+//! Newline-delimited files written in sorted order with bounded memory.
+//!
+//! Lines come in any order, each with a sort key (bytes, compared lexicographically; see
+//! [`Key`]). Up to a budget they are held in memory; past it the held lines are sorted and
+//! written to a run file next to the output, and at the end the runs are merged. Lines with
+//! equal keys keep the order they came in, so the output is a deterministic function of
+//! the lines pushed, whatever the budget.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+/// Memory for held lines before a run is written, by default.
+pub const DEFAULT_BUDGET: usize = 64 << 20;
+
+/// A sort key whose byte order is the order of the values pushed into it.
+#[derive(Debug, Default, Clone)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    pub fn new() -> Key {
+        Key::default()
+    }
+
+    /// A string: its bytes, with 0 escaped as `0 FF` and ended by `0 0`, so that a prefix
+    /// sorts first and what follows does not bleed into the comparison.
+    pub fn text(mut self, s: &str) -> Key {
+        for &b in s.as_bytes() {
+            self.0.push(b);
+            if b == 0 {
+                self.0.push(0xFF);
+            }
+        }
+        self.0.extend_from_slice(&[0, 0]);
+        self
+    }
+
+    /// An optional string: `None` first.
+    pub fn opt_text(mut self, s: Option<&str>) -> Key {
+        match s {
+            None => {
+                self.0.push(0);
+                self
+            }
+            Some(s) => {
+                self.0.push(1);
+                self.text(s)
+            }
+        }
+    }
+
+    /// An instant, in time order.
+    pub fn instant(mut self, at: DateTime<Utc>) -> Key {
+        let seconds = (at.timestamp() as u64) ^ (1 << 63);
+        self.0.extend_from_slice(&seconds.to_be_bytes());
+        self.0
+            .extend_from_slice(&at.timestamp_subsec_nanos().to_be_bytes());
+        self
+    }
+}
+
+/// An NDJSON file being written in key order.
+pub struct SortedFile {
+    path: PathBuf,
+    budget: usize,
+    /// Keys and lines held, back to back; `held` indexes them.
+    bytes: Vec<u8>,
+    /// (start in `bytes`, key length, line length), in the order pushed.
+    held: Vec<(usize, u32, u32)>,
+    runs: Vec<PathBuf>,
+    lines: u64,
+}
+
+impl SortedFile {
+    /// A sorted file at `path`, holding up to `budget` bytes of lines in memory.
+    pub fn new(path: &Path, budget: usize) -> SortedFile {
+        SortedFile {
+            path: path.to_path_buf(),
+            budget: budget.max(1),
+            bytes: Vec::new(),
+            held: Vec::new(),
+            runs: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    /// Add a line (without its newline).
+    pub fn push(&mut self, key: &Key, line: &[u8]) -> io::Result<()> {
+        let (Ok(key_len), Ok(line_len)) = (u32::try_from(key.0.len()), u32::try_from(line.len()))
+        else {
+            return Err(io::Error::other("a line of 4 GiB or more"));
+        };
+        self.held.push((self.bytes.len(), key_len, line_len));
+        self.bytes.extend_from_slice(&key.0);
+        self.bytes.extend_from_slice(line);
+        self.lines += 1;
+        if self.bytes.len() + self.held.len() * 16 >= self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Add a value as one line of JSON.
+    pub fn push_json(&mut self, key: &Key, value: &impl serde::Serialize) -> io::Result<()> {
+        let line = serde_json::to_vec(value)?;
+        self.push(key, &line)
+    }
+
+    /// The held lines in order (stable: equal keys in the order pushed).
+    fn sorted_held(&mut self) -> Vec<(usize, u32, u32)> {
+        let bytes = &self.bytes;
+        let key =
+            |&(start, key_len, _): &(usize, u32, u32)| &bytes[start..start + key_len as usize];
+        let mut held = std::mem::take(&mut self.held);
+        held.sort_by(|a, b| key(a).cmp(key(b)));
+        held
+    }
+
+    /// Write the held lines, sorted, to a new run file.
+    fn spill(&mut self) -> io::Result<()> {
+        let path = run_path(&self.path, self.runs.len());
+        let mut out = BufWriter::new(File::create(&path)?);
+        for (start, key_len, line_len) in self.sorted_held() {
+            let end = start + key_len as usize + line_len as usize;
+            out.write_all(&key_len.to_le_bytes())?;
+            out.write_all(&line_len.to_le_bytes())?;
+            out.write_all(&self.bytes[start..end])?;
+        }
+        out.flush()?;
+        self.runs.push(path);
+        self.bytes.clear();
+        Ok(())
+    }
+
+    /// Write the file; returns how many lines it has. Run files are removed.
+    pub fn finish(mut self) -> io::Result<u64> {
+        let mut out = BufWriter::new(File::create(&self.path)?);
+        if self.runs.is_empty() {
+            for (start, key_len, line_len) in self.sorted_held() {
+                let line = start + key_len as usize;
+                out.write_all(&self.bytes[line..line + line_len as usize])?;
+                out.write_all(b"\n")?;
+            }
+        } else {
+            if !self.held.is_empty() {
+                self.spill()?;
+            }
+            merge(&self.runs, &mut out)?;
+        }
+        out.flush()?;
+        for run in &self.runs {
+            let _ = std::fs::remove_file(run);
+        }
+        Ok(self.lines)
+    }
+}
+
+impl Drop for SortedFile {
+    fn drop(&mut self) {
+        for run in &self.runs {
+            let _ = std::fs::remove_file(run);
+        }
+    }
+}
+
+/// `entries.ndjson` → `.entries.ndjson.run-3`, a hidden file beside it.
+fn run_path(path: &Path, index: usize) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "sorted".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.run-{index}"))
+}
+
+/// One run file being read: its next (key, line).
+struct RunReader {
+    input: BufReader<File>,
+}
+
+impl RunReader {
+    fn next(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut lengths = [0u8; 8];
+        match self.input.read_exact(&mut lengths) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
+        let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
+        let mut key = vec![0; key_len as usize];
+        self.input.read_exact(&mut key)?;
+        let mut line = vec![0; line_len as usize];
+        self.input.read_exact(&mut line)?;
+        Ok(Some((key, line)))
+    }
+}
+
+/// Merge sorted runs into `out`; equal keys come from the earlier run first.
+fn merge(runs: &[PathBuf], out: &mut impl Write) -> io::Result<()> {
+    let mut readers = Vec::with_capacity(runs.len());
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(runs.len());
+    let mut heap = BinaryHeap::new();
+    for (index, path) in runs.iter().enumerate() {
+        let mut reader = RunReader {
+            input: BufReader::with_capacity(256 * 1024, File::open(path)?),
+        };
+        let first = reader.next()?;
+        readers.push(reader);
+        match first {
+            Some((key, line)) => {
+                heap.push(Reverse((key, index)));
+                lines.push(line);
+            }
+            None => lines.push(Vec::new()),
+        }
+    }
+    while let Some(Reverse((_, index))) = heap.pop() {
+        out.write_all(&lines[index])?;
+        out.write_all(b"\n")?;
+        if let Some((key, line)) = readers[index].next()? {
+            heap.push(Reverse((key, index)));
+            lines[index] = line;
+        }
+    }
+    Ok(())
+}

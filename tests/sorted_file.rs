@@ -1,0 +1,124 @@
+//! Sorted output with bounded memory: whatever the budget (one run or many spilled to
+//! disk), the file is the lines stably sorted by key, and a backtest written that way is
+//! byte for byte the engine's sorted output.
+
+mod common;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::TempDir;
+use moments::backtest::BacktestFiles;
+use moments::data::DataSet;
+use moments::sorted_file::{Key, SortedFile};
+use proptest::prelude::*;
+
+fn instant(seconds: i64, nanos: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(seconds, nanos).unwrap()
+}
+
+/// (a string, an optional string, an instant) and the line's own text.
+type Item = (String, Option<String>, (i64, u32), String);
+
+fn key(item: &Item) -> Key {
+    Key::new()
+        .text(&item.0)
+        .opt_text(item.1.as_deref())
+        .instant(instant(item.2 .0, item.2 .1))
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    (
+        // Short strings over a small alphabet (with NUL), so that prefixes and ties happen.
+        "[ab\u{0}é]{0,3}",
+        proptest::option::of("[ab\u{0}]{0,2}"),
+        (
+            prop_oneof![
+                Just(-86_400i64),
+                Just(0),
+                Just(1),
+                -3i64..3,
+                1_700_000_000i64..1_700_000_002
+            ],
+            prop_oneof![Just(0u32), Just(999_999_999), 0u32..3],
+        ),
+        "[a-z]{0,8}",
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn lines_come_out_stably_sorted_by_key(
+        items in proptest::collection::vec(item(), 0..120),
+        budget in prop_oneof![Just(1usize), 1usize..400, Just(1 << 20)],
+    ) {
+        let dir = TempDir::new("sorted");
+        let path = dir.join("out.ndjson");
+        let mut file = SortedFile::new(&path, budget);
+        for (index, item) in items.iter().enumerate() {
+            file.push(&key(item), format!("{index} {}", item.3).as_bytes()).unwrap();
+        }
+        prop_assert_eq!(file.finish().unwrap(), items.len() as u64);
+        // What the key stands for, compared as the values themselves.
+        let mut expected: Vec<(usize, &Item)> = items.iter().enumerate().collect();
+        expected.sort_by(|(_, a), (_, b)| {
+            (&a.0, &a.1, instant(a.2 .0, a.2 .1)).cmp(&(&b.0, &b.1, instant(b.2 .0, b.2 .1)))
+        });
+        let expected: String = expected
+            .iter()
+            .map(|(index, item)| format!("{index} {}\n", item.3))
+            .collect();
+        prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+        // Run files are gone.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        prop_assert_eq!(left.len(), 1);
+    }
+}
+
+/// Each item as a line of JSON, as the engine's files have them.
+fn ndjson<T: serde::Serialize>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|item| serde_json::to_string(item).unwrap() + "\n")
+        .collect()
+}
+
+#[test]
+fn a_backtest_written_in_small_runs_is_the_engines_sorted_output() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let groups = moments::project::discover(&[root.join("campaigns")]).expect("discover");
+    let group = groups.into_iter().next().expect("a group");
+    let (_, checked) = moments::project::check_group(&group).expect("check");
+    let model = checked.model.expect("valid campaigns");
+    let data = DataSet::open(&root.join("data/sample"), &model.schema).expect("data");
+    let from = Some(Utc.with_ymd_and_hms(2026, 11, 15, 0, 0, 0).unwrap());
+    let to = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap();
+
+    let in_memory = moments::engine::run(&model, data.records(), from, to);
+    let expected_entries = ndjson(&in_memory.entries);
+    let expected_sends = ndjson(&in_memory.sends);
+    assert!(in_memory.sends.len() > 1_000, "{}", in_memory.sends.len());
+
+    let dir = TempDir::new("backtest-runs");
+    // 256 KiB: the entries spill in dozens of runs.
+    let mut files = BacktestFiles::new(dir.path(), Some(256 << 10));
+    moments::engine::run_into(&model, data.records(), from, to, &mut files);
+    let written = files.finish().expect("write");
+    assert_eq!(written.entries, in_memory.entries.len() as u64);
+    assert_eq!(written.sends, in_memory.sends.len() as u64);
+    assert_eq!(
+        written.summary,
+        moments::outcome::summary(&in_memory.entries)
+    );
+    let entries = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
+    let sends = std::fs::read_to_string(dir.join("sends.ndjson")).unwrap();
+    assert!(entries == expected_entries, "entries.ndjson differs");
+    assert!(sends == expected_sends, "sends.ndjson differs");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "run files left behind: {names:?}");
+}
