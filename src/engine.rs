@@ -23,7 +23,9 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::eval::{self, CExpr, Context, EventRecord, Fuel, History, Names, TraitIndex};
+use crate::eval::{
+    self, CExpr, Context, EventRecord, Fuel, History, Names, Tally, TallySpec, TraitIndex,
+};
 use crate::model::{Channel, Model, TriggerSource};
 use crate::outcome::{Entry, Fate, Group, Send};
 use crate::schedule;
@@ -132,6 +134,8 @@ struct Customer {
     /// When each trait last changed value (`None`: never set by the data).
     changed: Vec<Option<DateTime<Utc>>>,
     history: HashMap<Arc<str>, Vec<EventRecord>>,
+    /// Running tallies of the events plain aggregates read, by event.
+    tallies: HashMap<Arc<str>, Tally>,
     /// Send instants per moment (sent and control), for `limit`.
     moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
     /// Send instants across moments (sent only), for the cap.
@@ -141,6 +145,8 @@ struct Customer {
 /// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
 struct Histories<'a> {
     own: &'a HashMap<Arc<str>, Vec<EventRecord>>,
+    tallies: &'a HashMap<Arc<str>, Tally>,
+    tally_specs: &'a HashMap<Arc<str>, TallySpec>,
     all: &'a HashMap<Arc<str>, Vec<EventRecord>>,
     keyed: &'a HashMap<eval::KeyedSpec, KeyIndex>,
 }
@@ -154,6 +160,10 @@ impl History for Histories<'_> {
     fn keyed(&self, spec: &eval::KeyedSpec, key: &str) -> Option<&[DateTime<Utc>]> {
         let index = self.keyed.get(spec).filter(|i| i.usable)?;
         Some(index.times.get(key).map_or(&[], |t| t.as_slice()))
+    }
+
+    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
+        Some((self.tally_specs.get(event)?, self.tallies.get(event)?))
     }
 }
 
@@ -240,6 +250,7 @@ pub fn run_traced(
     let mut out = RunOutput::default();
     let mut engine = Engine::new(model, &mut out);
     engine.keep = None;
+    engine.tally_specs.clear();
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
@@ -445,6 +456,9 @@ struct Engine<'m> {
     /// How long events are kept, by (event, across customers); an event no expression
     /// reads is not kept at all. `None` while tracing: `explain` shows whole histories.
     keep: Option<HashMap<(Arc<str>, bool), Keep>>,
+    /// What plain aggregates read of each event, kept as a [`Tally`] per customer instead
+    /// of the events. Empty while tracing.
+    tally_specs: HashMap<Arc<str>, TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
     keyed: HashMap<eval::KeyedSpec, KeyIndex>,
     /// Every zone a customer has been in, by name.
@@ -469,6 +483,7 @@ impl<'m> Engine<'m> {
         let mut across_events: Vec<Arc<str>> = Vec::new();
         let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
         let mut reads: HashMap<(Arc<str>, bool), Keep> = HashMap::new();
+        let mut tally_specs: HashMap<Arc<str>, TallySpec> = HashMap::new();
         for m in &model.moments {
             let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
             let mut lets = Vec::new();
@@ -511,7 +526,7 @@ impl<'m> Engine<'m> {
             for expr in lets.iter().chain(conditions.iter()) {
                 collect_across(expr, &mut across_events);
                 collect_keyed(expr, &mut keyed_specs);
-                collect_reads(expr, &mut reads);
+                collect_reads(expr, &mut reads, &mut tally_specs);
             }
             // `unless` reads the customer's events from the trigger to the send: at most
             // the due delay plus a day of quiet hours (and an hour of clock change).
@@ -521,7 +536,7 @@ impl<'m> Engine<'m> {
                 let slot = reads.entry((event.clone(), false)).or_insert(keep);
                 *slot = slot.max(keep);
                 if let Some(c) = condition {
-                    collect_reads(c, &mut reads);
+                    collect_reads(c, &mut reads, &mut tally_specs);
                 }
             }
             let mut fields = Vec::new();
@@ -576,7 +591,7 @@ impl<'m> Engine<'m> {
             })
             .collect::<BTreeMap<Channel, CExpr>>();
         for rule in consent.values() {
-            collect_reads(rule, &mut reads);
+            collect_reads(rule, &mut reads, &mut tally_specs);
         }
         let mut engine = Engine {
             model,
@@ -599,6 +614,7 @@ impl<'m> Engine<'m> {
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
             keep: Some(reads),
+            tally_specs,
             keyed: keyed_specs
                 .into_iter()
                 .map(|spec| {
@@ -889,6 +905,12 @@ impl<'m> Engine<'m> {
                                 .or_default()
                                 .push(rec.clone()),
                         }
+                        if let Some(spec) = self.tally_specs.get(&event) {
+                            if let Some(customer) = self.customers.get_mut(customer_id) {
+                                let tally = customer.tallies.entry(event.clone()).or_default();
+                                tally.add(spec, &rec);
+                            }
+                        }
                         self.on_event(&event, customer_id.clone(), &rec, from);
                     }
                     None => {
@@ -959,6 +981,8 @@ impl<'m> Engine<'m> {
         let plan = &self.moments[moment];
         let histories = Histories {
             own: &customer.history,
+            tallies: &customer.tallies,
+            tally_specs: &self.tally_specs,
             all: &self.shop_history,
             keyed: &self.keyed,
         };
@@ -1080,6 +1104,8 @@ impl<'m> Engine<'m> {
         let send_id = schedule::send_id(&plan.id, &p.customer, &p.trigger_key);
         let histories = Histories {
             own: &customer.history,
+            tallies: &customer.tallies,
+            tally_specs: &self.tally_specs,
             all: &self.shop_history,
             keyed: &self.keyed,
         };
@@ -1662,10 +1688,19 @@ impl Keep {
     }
 }
 
-/// What each aggregate of `expr` reads: (event, across customers) → how far back.
-fn collect_reads(expr: &CExpr, into: &mut HashMap<(Arc<str>, bool), Keep>) {
+/// What each aggregate of `expr` reads: a tally for plain ones, else the events
+/// ((event, across customers) → how far back).
+fn collect_reads(
+    expr: &CExpr,
+    into: &mut HashMap<(Arc<str>, bool), Keep>,
+    tallies: &mut HashMap<Arc<str>, TallySpec>,
+) {
     expr.walk(&mut |e| {
         if let CExpr::Aggregate(a) = e {
+            if a.is_plain() {
+                tallies.entry(a.event.clone()).or_default().add_read(a);
+                return;
+            }
             let keep = a.window.map_or(Keep::Forever, Keep::For);
             let slot = into
                 .entry((a.event.clone(), a.across_customers))

@@ -337,6 +337,229 @@ pub trait History {
         let _ = (spec, key);
         None
     }
+    /// The customer's running [`Tally`] of `event`, when one is kept for the plain
+    /// aggregates; `None` to scan [`History::events`] instead.
+    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
+        let _ = event;
+        None
+    }
+}
+
+impl CAggregate {
+    /// Whether a [`Tally`] can answer this aggregate: the customer's own events, no
+    /// `where`, and a count or a sum.
+    pub fn is_plain(&self) -> bool {
+        !self.across_customers
+            && self.condition.is_none()
+            && matches!(
+                self.function,
+                AggregateFn::Count
+                    | AggregateFn::Rate
+                    | AggregateFn::Did
+                    | AggregateFn::Sum
+                    | AggregateFn::Avg
+            )
+    }
+}
+
+/// What the plain aggregates of one kind of event read (see [`CAggregate::is_plain`]); one
+/// per event, shared by every customer's [`Tally`] of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TallySpec {
+    /// The properties summed or averaged (`sum(points_earned.points)`: `points`).
+    pub fields: Vec<Vec<Arc<str>>>,
+    /// The longest window read, in seconds (`None`: no read has a window).
+    pub window: Option<i64>,
+    /// Some read has no window: keep totals over every event.
+    pub totals: bool,
+}
+
+impl TallySpec {
+    /// Make room for what `aggregate` (a plain one) reads.
+    pub fn add_read(&mut self, aggregate: &CAggregate) {
+        if !aggregate.field.is_empty() && !self.fields.contains(&aggregate.field) {
+            self.fields.push(aggregate.field.clone());
+        }
+        match aggregate.window {
+            Some(w) => self.window = Some(self.window.map_or(w, |v| v.max(w))),
+            None => self.totals = true,
+        }
+    }
+}
+
+/// One customer's events of one kind, reduced to what the plain aggregates read: totals
+/// over every event (running sums), and the instants with their summed values inside the
+/// longest window (a sliding window). Answers in place of a scan of the events, with the
+/// same result.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Instants of the events inside the longest window, oldest first.
+    times: Vec<DateTime<Utc>>,
+    /// Per instant in `times`, the value of each of the spec's fields.
+    values: Vec<Value>,
+    total: Accums,
+    /// `total` before the last event, and that event's id: the value "just before" it,
+    /// for `crosses`.
+    before_last: Accums,
+    last_id: Option<Arc<str>>,
+}
+
+/// A count of events and a sum per field.
+#[derive(Debug, Clone, Default)]
+struct Accums {
+    count: u64,
+    sums: Vec<Sum>,
+}
+
+/// A sum of values as `sum` and `avg` compute it: whole while every value is whole.
+#[derive(Debug, Clone, Copy)]
+struct Sum {
+    int: Option<i64>,
+    float: f64,
+    /// How many numbers were added (for `avg`).
+    numbers: u64,
+}
+
+impl Default for Sum {
+    fn default() -> Sum {
+        Sum {
+            int: Some(0),
+            float: 0.0,
+            numbers: 0,
+        }
+    }
+}
+
+impl Sum {
+    fn add(&mut self, value: &Value) {
+        match value {
+            Value::Int(n) => {
+                self.int = self.int.and_then(|s| s.checked_add(*n));
+                self.float += *n as f64;
+            }
+            Value::Number(n) => {
+                self.int = None;
+                self.float += n;
+            }
+            _ => return,
+        }
+        self.numbers += 1;
+    }
+
+    fn of<V: std::borrow::Borrow<Value>>(values: impl Iterator<Item = V>) -> Sum {
+        let mut sum = Sum::default();
+        values.for_each(|v| sum.add(v.borrow()));
+        sum
+    }
+
+    /// The `sum(…)`: an int while every value was one.
+    fn total(&self) -> Value {
+        match self.int {
+            Some(n) => Value::Int(n),
+            None => Value::Number(self.float),
+        }
+    }
+
+    /// The `avg(…)`: `none` without numbers.
+    fn mean(&self) -> Value {
+        if self.numbers == 0 {
+            Value::Null
+        } else {
+            Value::Number(self.float / self.numbers as f64)
+        }
+    }
+}
+
+/// An event's property at `path` (`[]`: none), projecting through lists of records.
+fn field_of(event: &EventRecord, path: &[Arc<str>]) -> Value {
+    match path.split_first() {
+        Some((first, rest)) => project(
+            event.properties.get(first).cloned().unwrap_or(Value::Null),
+            rest,
+        ),
+        None => Value::Null,
+    }
+}
+
+impl Tally {
+    /// Count in an event of this kind: the latest one of the customer's so far.
+    pub fn add(&mut self, spec: &TallySpec, event: &EventRecord) {
+        if spec.totals {
+            self.before_last.clone_from(&self.total);
+            self.total.count += 1;
+            self.total.sums.resize(spec.fields.len(), Sum::default());
+            for (sum, path) in self.total.sums.iter_mut().zip(&spec.fields) {
+                sum.add(&field_of(event, path));
+            }
+        }
+        if let Some(window) = spec.window {
+            self.times.push(event.at);
+            self.values
+                .extend(spec.fields.iter().map(|path| field_of(event, path)));
+            // Forget what no window reaches any more, once it is half of what is held.
+            if let Some(from) =
+                chrono::Duration::try_seconds(window).and_then(|w| event.at.checked_sub_signed(w))
+            {
+                let stale = self.times.partition_point(|t| *t < from);
+                if stale > 0 && stale * 2 >= self.times.len() {
+                    self.times.drain(..stale);
+                    self.values.drain(..stale * spec.fields.len());
+                }
+            }
+        }
+        self.last_id = Some(event.id.clone());
+    }
+
+    /// `aggregate` (a plain one over this kind of event) at `cx.now`; `None` when this
+    /// tally does not hold what it reads.
+    // INVARIANT: the tally holds every event of the customer's up to `cx.now` (the engine
+    // is causal), and the event left out for `crosses` is the trigger event, the latest
+    // one (`crosses` is only read at the trigger).
+    fn aggregate(&self, spec: &TallySpec, aggregate: &CAggregate, cx: &Context) -> Option<Value> {
+        let field = match aggregate.field.is_empty() {
+            true => None,
+            false => Some(spec.fields.iter().position(|f| *f == aggregate.field)?),
+        };
+        let left_out = cx.exclude.is_some() && cx.exclude == self.last_id.as_deref();
+        let (count, sum) = match aggregate.window {
+            None if spec.totals => {
+                let accums = if left_out {
+                    &self.before_last
+                } else {
+                    &self.total
+                };
+                let sum = field.map(|i| accums.sums.get(i).copied().unwrap_or_default());
+                (accums.count, sum)
+            }
+            Some(window) if spec.window.is_some_and(|w| w >= window) => {
+                let end = self.times.partition_point(|t| *t <= cx.now);
+                let start = chrono::Duration::try_seconds(window)
+                    .and_then(|w| cx.now.checked_sub_signed(w))
+                    .map_or(0, |from| self.times[..end].partition_point(|t| *t < from));
+                let end = if left_out && end == self.times.len() && end > start {
+                    end - 1
+                } else {
+                    end
+                };
+                let stride = spec.fields.len();
+                let sum = field
+                    .map(|i| Sum::of((start..end).filter_map(|k| self.values.get(k * stride + i))));
+                ((end - start) as u64, sum)
+            }
+            _ => return None,
+        };
+        // The same work as the scan would count, so that tallied and scanned runs agree.
+        if !cx.fuel.burn(count) {
+            return Some(Value::Null);
+        }
+        Some(match aggregate.function {
+            AggregateFn::Count | AggregateFn::Rate => Value::Int(count as i64),
+            AggregateFn::Did => Value::Bool(count > 0),
+            AggregateFn::Sum => sum?.total(),
+            AggregateFn::Avg => sum?.mean(),
+            AggregateFn::Min | AggregateFn::Max | AggregateFn::Last => return None,
+        })
+    }
 }
 
 /// A budget of work for one evaluation.
@@ -717,6 +940,15 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     if let Some(value) = keyed_aggregate(aggregate, cx) {
         return value;
     }
+    if aggregate.is_plain() {
+        if let Some(value) = cx
+            .history
+            .tally(&aggregate.event)
+            .and_then(|(spec, tally)| tally.aggregate(spec, aggregate, cx))
+        {
+            return value;
+        }
+    }
     let events = cx
         .history
         .events(&aggregate.event, aggregate.across_customers);
@@ -731,50 +963,13 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
                 .as_ref()
                 .is_none_or(|c| holds(c, &cx.with_aggregated(e)))
     });
-    let field = |e: &EventRecord| -> Value {
-        match aggregate.field.split_first() {
-            Some((first, rest)) => project(
-                e.properties.get(first).cloned().unwrap_or(Value::Null),
-                rest,
-            ),
-            None => Value::Null,
-        }
-    };
+    let field = |e: &EventRecord| field_of(e, &aggregate.field);
     match aggregate.function {
         AggregateFn::Count | AggregateFn::Rate => Value::Int(matching.count() as i64),
         AggregateFn::Did => Value::Bool(matching.take(1).count() == 1),
         AggregateFn::Last => matching.next_back().map_or(Value::Null, field),
-        AggregateFn::Sum => {
-            let mut int_sum: Option<i64> = Some(0);
-            let mut float_sum = 0.0;
-            for value in matching.map(field) {
-                match value {
-                    Value::Int(n) => {
-                        int_sum = int_sum.and_then(|s| s.checked_add(n));
-                        float_sum += n as f64;
-                    }
-                    Value::Number(n) => {
-                        int_sum = None;
-                        float_sum += n;
-                    }
-                    _ => {}
-                }
-            }
-            match int_sum {
-                Some(n) => Value::Int(n),
-                None => Value::Number(float_sum),
-            }
-        }
-        AggregateFn::Avg => {
-            let (sum, count) = matching
-                .filter_map(|e| field(e).as_f64())
-                .fold((0.0, 0u64), |(s, c), v| (s + v, c + 1));
-            if count == 0 {
-                Value::Null
-            } else {
-                Value::Number(sum / count as f64)
-            }
-        }
+        AggregateFn::Sum => Sum::of(matching.map(field)).total(),
+        AggregateFn::Avg => Sum::of(matching.map(field)).mean(),
         AggregateFn::Min | AggregateFn::Max => {
             let want = if aggregate.function == AggregateFn::Min {
                 std::cmp::Ordering::Less

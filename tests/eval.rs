@@ -6,7 +6,10 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use moments::check::check;
 use moments::diagnostic::{SourceFile, Sources};
-use moments::eval::{compile, eval, holds, Context, EventRecord, Fuel, History, Names, TraitIndex};
+use moments::eval::{
+    compile, eval, holds, CExpr, Context, EventRecord, Fuel, History, Names, Tally, TallySpec,
+    TraitIndex,
+};
 use moments::model::Model;
 use moments::value::Value;
 
@@ -68,6 +71,51 @@ impl History for Events {
     }
 }
 
+/// The same customer's events as the engine keeps them for plain aggregates: tallies
+/// (and no events for those).
+struct Tallied(HashMap<String, (TallySpec, Tally)>, Events);
+
+impl History for Tallied {
+    fn events(&self, event: &str, across: bool) -> &[EventRecord] {
+        if !across && self.0.contains_key(event) {
+            return &[];
+        }
+        self.1.events(event, across)
+    }
+    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
+        self.0.get(event).map(|(spec, tally)| (spec, tally))
+    }
+}
+
+/// Tally the events `expr`'s plain aggregates read, up to `now`, as the engine does.
+fn tallied(expr: &CExpr, history: &Events, now: DateTime<Utc>) -> Tallied {
+    let mut specs: HashMap<String, TallySpec> = HashMap::new();
+    expr.walk(&mut |e| {
+        if let CExpr::Aggregate(a) = e {
+            if a.is_plain() {
+                specs.entry(a.event.to_string()).or_default().add_read(a);
+            }
+        }
+    });
+    let mut others = Events::default();
+    for ((event, across), events) in &history.0 {
+        if *across || !specs.contains_key(event) {
+            others.0.insert((event.clone(), *across), events.clone());
+        }
+    }
+    let tallies = specs
+        .into_iter()
+        .map(|(event, spec)| {
+            let mut tally = Tally::default();
+            for e in history.events(&event, false).iter().filter(|e| e.at <= now) {
+                tally.add(&spec, e);
+            }
+            (event, (spec, tally))
+        })
+        .collect();
+    Tallied(tallies, others)
+}
+
 fn order(id: &str, when: DateTime<Utc>, total: f64, products: &[&str]) -> EventRecord {
     let products: Vec<Value> = products
         .iter()
@@ -125,6 +173,15 @@ fn evaluate(
     };
     let value = eval(&compiled, &cx);
     assert_eq!(holds(&compiled, &cx), value == Value::Bool(true));
+    // Running tallies in place of the events give the same value.
+    let tallies = tallied(&compiled, history, trigger.at);
+    let fuel = Fuel::new(100_000);
+    let with_tallies = Context {
+        history: &tallies,
+        fuel: &fuel,
+        ..cx
+    };
+    assert_eq!(eval(&compiled, &with_tallies), value, "tallied");
     value
 }
 
@@ -296,4 +353,92 @@ fn evaluation_stops_when_its_budget_is_spent() {
     };
     assert_eq!(eval(&compiled, &cx), Value::Bool(false));
     assert!(fuel.exhausted());
+}
+
+mod tallies_agree_with_scans {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (minutes after the start, points or price, which kind) per event, in time order.
+    fn events() -> impl Strategy<Value = Vec<(i64, f64, bool)>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just(0i64), 0i64..90, 0i64..3_000],
+                prop_oneof![Just(0.0), -50.0f64..400.0, Just(4.5e18)],
+                any::<bool>(),
+            ),
+            1..40,
+        )
+        .prop_map(|mut events| {
+            let mut minute = 0;
+            for e in &mut events {
+                minute += e.0;
+                e.0 = minute;
+            }
+            events
+        })
+    }
+
+    const CONDITIONS: [(&str, &str); 6] = [
+        ("points_earned", "sum(points_earned.points) crosses 500"),
+        (
+            "points_earned",
+            "count(points_earned within 2h) crosses 3 or avg(points_earned.points) > 100",
+        ),
+        (
+            "product_viewed",
+            "count(product_viewed within 30m) >= 3 and not did(points_earned within 1h)",
+        ),
+        (
+            "product_viewed",
+            "sum(product_viewed.price within 1h) crosses 300",
+        ),
+        (
+            "product_viewed",
+            "avg(product_viewed.price within 2h) > sum(points_earned.points within 1d) / 10",
+        ),
+        (
+            "points_earned",
+            "sum(points_earned.points within 1h) - sum(points_earned.points) < count(product_viewed)",
+        ),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// At every event of the trigger's kind, the condition evaluated over tallies is
+        /// the condition evaluated over the events (`evaluate` asserts it).
+        #[test]
+        fn at_every_trigger(events in events(), which in 0..CONDITIONS.len()) {
+            let (trigger_event, condition) = CONDITIONS[which];
+            let model = model(trigger_event, condition);
+            let start = at(1, 0, 0);
+            let records: Vec<(String, EventRecord)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (minute, amount, points))| {
+                    let when = start + chrono::Duration::minutes(*minute);
+                    let id = format!("e{i}");
+                    if *points {
+                        let points = Value::Int(*amount as i64);
+                        ("points_earned".to_string(), event(&id, when, &[("points", points)]))
+                    } else {
+                        let price = Value::Number(*amount);
+                        ("product_viewed".to_string(), event(&id, when, &[("price", price)]))
+                    }
+                })
+                .collect();
+            for (i, (kind, trigger)) in records.iter().enumerate() {
+                if kind != trigger_event {
+                    continue;
+                }
+                // The history as the engine has it at the trigger: up to this event.
+                let mut history = Events::default();
+                for (kind, e) in &records[..=i] {
+                    history.0.entry((kind.clone(), false)).or_default().push(e.clone());
+                }
+                evaluate(&model, &history, trigger, &[]);
+            }
+        }
+    }
 }
