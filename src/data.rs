@@ -80,10 +80,10 @@
 
 use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{self, File};
-use std::hash::{BuildHasherDefault, Hasher};
+
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -98,6 +98,7 @@ use parquet::record::{Field, Row};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::ast::{self, ExprKind, Literal, UnaryOp};
+use crate::fx::{FxMap, FxSet};
 use crate::model;
 use crate::types::{Ty, TypeKind};
 use crate::value::{Origin, Record, RecordKind, Reject, Value};
@@ -468,55 +469,6 @@ fn literal_value(expr: &ast::Expr, ty: &CTy) -> Option<Value> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// A fast hasher for the small keys here (event names, customer ids)
-
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    /// Mixed, so that the low bits (the table's bucket) depend on every byte: the plain
-    /// multiply leaves them depending on the first bytes only, which ids share (`c1…`).
-    #[inline]
-    fn finish(&self) -> u64 {
-        let h = self.0 ^ (self.0 >> 33);
-        let h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
-}
-
 /// Texts inside lists and records (product ids and names in an order's `products`) repeat
 /// from record to record: they are shared rather than allocated each time. Bounded: past
 /// `TEXT_CAP` entries the cache starts again. Top-level texts (order ids) are not cached.
@@ -542,10 +494,6 @@ impl TextCache {
         Value::Text(t)
     }
 }
-
-type FxBuild = BuildHasherDefault<FxHasher>;
-type FxMap<K, V> = HashMap<K, V, FxBuild>;
-type FxSet<K> = HashSet<K, FxBuild>;
 
 // ---------------------------------------------------------------------------------------------
 // The stream

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::eval::{
     self, CExpr, Context, EventRecord, Fuel, History, Names, Tally, TallySpec, TraitIndex,
 };
+use crate::fx::{FxMap, FxSet};
 use crate::model::{Channel, Model, TriggerSource};
 use crate::outcome::{Entry, Fate, Group, Send};
 use crate::schedule;
@@ -111,6 +112,55 @@ struct MomentPlan {
     fields: Vec<String>,
     /// The `let` names, for templates.
     let_names: Vec<String>,
+    /// An event the customer must have had for the `where` to hold (it requires
+    /// `did(E …)` or `count(E …) >= 1` of the customer's own): only such customers are
+    /// considered when a catalog event or a schedule fires for everyone.
+    gate: Option<Arc<str>>,
+}
+
+/// What the engine does with one kind of event.
+struct Route {
+    /// How long the customer's own events are kept: `None` for ever (tracing), `Some(None)`
+    /// not at all.
+    keep_own: Option<Option<Keep>>,
+    /// Kept in the shop's history for `across customers`, for so long.
+    shop: Option<Option<Keep>>,
+    /// Some moment's gate (its bit in `Customer::gates`): the customers who have had one
+    /// are remembered.
+    gate: Option<u64>,
+    /// Counted into the customers' tallies.
+    tally: bool,
+    /// The moments `on` it, in order.
+    moments: Vec<usize>,
+}
+
+impl MomentPlan {
+    /// Triggered by each `event`.
+    fn fires_on(&self, event: &str) -> bool {
+        matches!(&self.source, TriggerSource::Event { event: e, .. } if e == event)
+    }
+}
+
+/// An event the customer must have had for `condition` to hold: a conjunct
+/// `did(E …)`, `count(E …) >= N` (N ≥ 1) or `count(E …) > N` (N ≥ 0) of their own events.
+fn gate_of(condition: &CExpr) -> Option<Arc<str>> {
+    use crate::ast::{AggregateFn, BinaryOp};
+    let own = |e: &CExpr, function: AggregateFn| match e {
+        CExpr::Aggregate(a) if a.function == function && !a.across_customers => {
+            Some(a.event.clone())
+        }
+        _ => None,
+    };
+    match condition {
+        CExpr::Binary(BinaryOp::And, left, right) => gate_of(left).or_else(|| gate_of(right)),
+        CExpr::Binary(op @ (BinaryOp::Ge | BinaryOp::Gt), left, right) => match &**right {
+            CExpr::Lit(Value::Int(n)) if *n >= if *op == BinaryOp::Ge { 1 } else { 0 } => {
+                own(left, AggregateFn::Count)
+            }
+            _ => None,
+        },
+        _ => own(condition, AggregateFn::Did),
+    }
 }
 
 /// A trigger occurrence waiting for its send instant.
@@ -133,21 +183,23 @@ struct Customer {
     zone: Tz,
     /// When each trait last changed value (`None`: never set by the data).
     changed: Vec<Option<DateTime<Utc>>>,
-    history: HashMap<Arc<str>, Vec<EventRecord>>,
+    history: FxMap<Arc<str>, Vec<EventRecord>>,
     /// Running tallies of the events plain aggregates read, by event.
-    tallies: HashMap<Arc<str>, Tally>,
+    tallies: FxMap<Arc<str>, Tally>,
     /// Send instants per moment (sent and control), for `limit`.
     moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
     /// Send instants across moments (sent only), for the cap.
     sends: Vec<DateTime<Utc>>,
+    /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
+    gates: u64,
 }
 
 /// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
 struct Histories<'a> {
-    own: &'a HashMap<Arc<str>, Vec<EventRecord>>,
-    tallies: &'a HashMap<Arc<str>, Tally>,
-    tally_specs: &'a HashMap<Arc<str>, TallySpec>,
-    all: &'a HashMap<Arc<str>, Vec<EventRecord>>,
+    own: &'a FxMap<Arc<str>, Vec<EventRecord>>,
+    tallies: &'a FxMap<Arc<str>, Tally>,
+    tally_specs: &'a FxMap<Arc<str>, TallySpec>,
+    all: &'a FxMap<Arc<str>, Vec<EventRecord>>,
     keyed: &'a HashMap<eval::KeyedSpec, KeyIndex>,
 }
 
@@ -251,6 +303,8 @@ pub fn run_traced(
     let mut engine = Engine::new(model, &mut out);
     engine.keep = None;
     engine.tally_specs.clear();
+    // Every customer is considered, so that the trace shows every occurrence.
+    engine.gated.clear();
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
@@ -440,16 +494,22 @@ struct Engine<'m> {
     moments: Vec<MomentPlan>,
     consent: BTreeMap<Channel, CExpr>,
     templates: minijinja::Environment<'static>,
-    customers: HashMap<Arc<str>, Customer>,
+    customers: FxMap<Arc<str>, Customer>,
+    /// Every customer's id, in order: who a catalog event or a schedule considers.
+    customer_ids: std::collections::BTreeSet<Arc<str>>,
+    /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
+    gated: FxMap<Arc<str>, (u64, std::collections::BTreeSet<Arc<str>>)>,
+    /// What to do with each kind of event, worked out on its first record.
+    routes: FxMap<Arc<str>, Arc<Route>>,
     /// Every customer's events, for `across customers` (only of events some moment reads so).
-    shop_history: HashMap<Arc<str>, Vec<EventRecord>>,
+    shop_history: FxMap<Arc<str>, Vec<EventRecord>>,
     across_events: Vec<Arc<str>>,
     pending: DecisionQueue,
-    pending_store: HashMap<u64, Pending>,
+    pending_store: FxMap<u64, Pending>,
     next_pending: u64,
     timers: TimerQueue,
     /// The (instant, moment, customer) of every queued timer.
-    timer_keys: std::collections::HashSet<(DateTime<Utc>, usize, Arc<str>)>,
+    timer_keys: FxSet<(DateTime<Utc>, usize, Arc<str>)>,
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
@@ -458,7 +518,7 @@ struct Engine<'m> {
     keep: Option<HashMap<(Arc<str>, bool), Keep>>,
     /// What plain aggregates read of each event, kept as a [`Tally`] per customer instead
     /// of the events. Empty while tracing.
-    tally_specs: HashMap<Arc<str>, TallySpec>,
+    tally_specs: FxMap<Arc<str>, TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
     keyed: HashMap<eval::KeyedSpec, KeyIndex>,
     /// Every zone a customer has been in, by name.
@@ -483,7 +543,7 @@ impl<'m> Engine<'m> {
         let mut across_events: Vec<Arc<str>> = Vec::new();
         let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
         let mut reads: HashMap<(Arc<str>, bool), Keep> = HashMap::new();
-        let mut tally_specs: HashMap<Arc<str>, TallySpec> = HashMap::new();
+        let mut tally_specs: FxMap<Arc<str>, TallySpec> = FxMap::default();
         for m in &model.moments {
             let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
             let mut lets = Vec::new();
@@ -546,6 +606,7 @@ impl<'m> Engine<'m> {
                 let _ = templates.add_template_owned(name.clone(), source.clone());
                 fields.push(field.clone());
             }
+            let gate = conditions.iter().find_map(gate_of);
             moments.push(MomentPlan {
                 id: Arc::from(m.id.as_str()),
                 title: m.title.clone(),
@@ -567,6 +628,7 @@ impl<'m> Engine<'m> {
                 channel: m.message.channel,
                 fields,
                 let_names,
+                gate,
             });
         }
         across_events.sort();
@@ -593,6 +655,18 @@ impl<'m> Engine<'m> {
         for rule in consent.values() {
             collect_reads(rule, &mut reads, &mut tally_specs);
         }
+        // At most 64 gates, one bit each in `Customer::gates`; a moment whose gate is not
+        // among them considers everyone.
+        let mut gate_events: Vec<Arc<str>> =
+            moments.iter().filter_map(|m| m.gate.clone()).collect();
+        gate_events.sort();
+        gate_events.dedup();
+        let gated = gate_events
+            .into_iter()
+            .take(64)
+            .enumerate()
+            .map(|(i, event)| (event, (1u64 << i, Default::default())))
+            .collect();
         let mut engine = Engine {
             model,
             traits,
@@ -601,14 +675,17 @@ impl<'m> Engine<'m> {
             moments,
             consent,
             templates,
-            customers: HashMap::new(),
-            shop_history: HashMap::new(),
+            customers: FxMap::default(),
+            customer_ids: std::collections::BTreeSet::new(),
+            gated,
+            routes: FxMap::default(),
+            shop_history: FxMap::default(),
             across_events,
             pending: BinaryHeap::new(),
-            pending_store: HashMap::new(),
+            pending_store: FxMap::default(),
             next_pending: 0,
             timers: BinaryHeap::new(),
-            timer_keys: std::collections::HashSet::new(),
+            timer_keys: FxSet::default(),
             out,
             out_of_fuel: 0,
             tracer: None,
@@ -870,14 +947,8 @@ impl<'m> Engine<'m> {
                     customer: record.customer.clone(),
                     properties: Arc::new(properties),
                 };
-                let kept = |across: bool| {
-                    self.keep
-                        .as_ref()
-                        .map(|k| k.get(&(event.clone(), across)).copied())
-                };
-                let (keep_shop, keep_own) = (kept(true), kept(false));
-                if self.across_events.contains(&event) {
-                    let keep = keep_shop.flatten();
+                let route = self.route(&event);
+                if let Some(keep) = route.shop {
                     for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
                         index.add(spec, &rec, keep);
                     }
@@ -892,7 +963,7 @@ impl<'m> Engine<'m> {
                         let customer = self.customer(customer_id);
                         // INVARIANT: events no expression reads are not kept (`keep`);
                         // with `keep` off (tracing) everything is.
-                        match keep_own {
+                        match route.keep_own {
                             Some(None) => {}
                             Some(Some(keep)) => keep_appending(
                                 customer.history.entry(event.clone()).or_default(),
@@ -905,20 +976,41 @@ impl<'m> Engine<'m> {
                                 .or_default()
                                 .push(rec.clone()),
                         }
-                        if let Some(spec) = self.tally_specs.get(&event) {
-                            if let Some(customer) = self.customers.get_mut(customer_id) {
+                        if let Some(bit) = route.gate {
+                            if customer.gates & bit == 0 {
+                                customer.gates |= bit;
+                                if let Some((_, customers)) = self.gated.get_mut(&event) {
+                                    customers.insert(customer_id.clone());
+                                }
+                            }
+                        }
+                        if route.tally {
+                            if let (Some(spec), Some(customer)) = (
+                                self.tally_specs.get(&event),
+                                self.customers.get_mut(customer_id),
+                            ) {
                                 let tally = customer.tallies.entry(event.clone()).or_default();
                                 tally.add(spec, &rec);
                             }
                         }
-                        self.on_event(&event, customer_id.clone(), &rec, from);
+                        for &index in &route.moments {
+                            let key = rec.id.to_string();
+                            let customer = customer_id.clone();
+                            self.trigger(index, customer, rec.at, key, Some(rec.clone()), from);
+                        }
                     }
                     None => {
-                        // A catalog event: every customer known so far is considered.
-                        let mut ids: Vec<Arc<str>> = self.customers.keys().cloned().collect();
-                        ids.sort();
-                        for id in ids {
-                            self.on_event(&event, id, &rec, from);
+                        // A catalog event: every customer known so far is considered, or
+                        // only those a moment's gate lets through; by customer, then moment.
+                        let mut firings: Vec<(Arc<str>, usize)> = Vec::new();
+                        for &index in &route.moments {
+                            let ids = self.considered(index).cloned();
+                            firings.extend(ids.map(|id| (id, index)));
+                        }
+                        firings.sort();
+                        for (id, index) in firings {
+                            let key = rec.id.to_string();
+                            self.trigger(index, id, rec.at, key, Some(rec.clone()), from);
                         }
                     }
                 }
@@ -926,9 +1018,49 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// What to do with `event`, worked out once.
+    fn route(&mut self, event: &Arc<str>) -> Arc<Route> {
+        if let Some(route) = self.routes.get(event) {
+            return route.clone();
+        }
+        let kept = |across: bool| {
+            self.keep
+                .as_ref()
+                .map(|k| k.get(&(event.clone(), across)).copied())
+        };
+        let route = Arc::new(Route {
+            keep_own: kept(false),
+            shop: self
+                .across_events
+                .contains(event)
+                .then(|| kept(true).flatten()),
+            gate: self.gated.get(event).map(|(bit, _)| *bit),
+            tally: self.tally_specs.contains_key(event),
+            moments: (0..self.moments.len())
+                .filter(|&i| self.moments[i].fires_on(event))
+                .collect(),
+        });
+        self.routes.insert(event.clone(), route.clone());
+        route
+    }
+
+    /// The customers a catalog event or a schedule considers for `moment`, in order: those
+    /// its gate lets through, or everyone.
+    fn considered(&self, moment: usize) -> impl Iterator<Item = &Arc<str>> {
+        let gated = self.moments[moment]
+            .gate
+            .as_ref()
+            .and_then(|g| self.gated.get(g));
+        match gated {
+            Some((_, customers)) => customers.iter(),
+            None => self.customer_ids.iter(),
+        }
+    }
+
     fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
         if !self.customers.contains_key(id) {
             self.note_zone(self.default_zone_of_new);
+            self.customer_ids.insert(id.clone());
         }
         let defaults = &self.traits.defaults;
         let zone = self.default_zone_of_new;
@@ -940,28 +1072,6 @@ impl<'m> Engine<'m> {
                 changed: vec![None; defaults.len()],
                 ..Customer::default()
             })
-    }
-
-    fn on_event(
-        &mut self,
-        event: &str,
-        customer: Arc<str>,
-        rec: &EventRecord,
-        from: Option<DateTime<Utc>>,
-    ) {
-        for index in 0..self.moments.len() {
-            let fires = matches!(&self.moments[index].source, TriggerSource::Event { event: e, .. } if e == event);
-            if fires {
-                self.trigger(
-                    index,
-                    customer.clone(),
-                    rec.at,
-                    rec.id.to_string(),
-                    Some(rec.clone()),
-                    from,
-                );
-            }
-        }
     }
 
     /// A trigger occurrence: evaluate `let` and `where` at its instant; an entry if it holds.
@@ -1621,7 +1731,12 @@ impl<'m> Engine<'m> {
             self.next_fire[index] = Some(next(until).unwrap_or(DateTime::<Utc>::MAX_UTC));
             // Customers grouped by zone, sorted for determinism.
             let mut by_zone: BTreeMap<String, (Tz, Vec<Arc<str>>)> = BTreeMap::new();
+            let gate = self.moments[index].gate.as_ref();
+            let gated = gate.and_then(|g| self.gated.get(g));
             for (id, c) in &self.customers {
+                if gated.is_some_and(|(bit, _)| c.gates & bit == 0) {
+                    continue;
+                }
                 let zone = fixed_zone.unwrap_or_else(|| self.zone_of(c));
                 by_zone
                     .entry(zone.name().to_string())
@@ -1693,7 +1808,7 @@ impl Keep {
 fn collect_reads(
     expr: &CExpr,
     into: &mut HashMap<(Arc<str>, bool), Keep>,
-    tallies: &mut HashMap<Arc<str>, TallySpec>,
+    tallies: &mut FxMap<Arc<str>, TallySpec>,
 ) {
     expr.walk(&mut |e| {
         if let CExpr::Aggregate(a) = e {

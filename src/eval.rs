@@ -764,6 +764,48 @@ fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+static NULL: Value = Value::Null;
+
+/// A property path of the trigger or the aggregated event that goes through more than one
+/// name: the property itself (by reference) and the names after it.
+fn path_operand<'c>(expr: &'c CExpr, cx: &Context<'c>) -> Option<(&'c Value, &'c [Arc<str>])> {
+    let (event, name, rest) = match expr {
+        CExpr::TriggerProp(name, rest) if !rest.is_empty() => (cx.trigger, name, rest),
+        CExpr::AggProp(name, rest) if !rest.is_empty() => (cx.aggregated, name, rest),
+        _ => return None,
+    };
+    let base = event.and_then(|e| e.properties.get(name)).unwrap_or(&NULL);
+    Some((base, rest))
+}
+
+/// `value` read through the records named by `rest`; none as soon as one is not a record.
+fn follow<'v>(value: &'v Value, rest: &[Arc<str>]) -> &'v Value {
+    rest.iter().fold(value, |v, name| match v {
+        Value::Record(fields) => fields.get(name).unwrap_or(&NULL),
+        _ => &NULL,
+    })
+}
+
+/// `contains(&project(value.clone(), rest), item)`, without building the projection.
+fn contains_projected(value: &Value, rest: &[Arc<str>], item: &Value) -> Option<bool> {
+    let mut value = value;
+    for (i, name) in rest.iter().enumerate() {
+        match value {
+            Value::Record(fields) => value = fields.get(name).unwrap_or(&NULL),
+            // From a list on, the names apply to each element (see `project`).
+            Value::List(items) => {
+                if item.is_null() {
+                    return None;
+                }
+                let tail = &rest[i..];
+                return Some(items.iter().any(|e| equal(follow(e, tail), item)));
+            }
+            _ => value = &NULL,
+        }
+    }
+    contains(value, item)
+}
+
 fn contains(collection: &Value, item: &Value) -> Option<bool> {
     match (collection, item) {
         (_, Value::Null) | (Value::Null, _) => None,
@@ -792,6 +834,15 @@ fn binary(op: BinaryOp, left: &CExpr, right: &CExpr, cx: &Context) -> Value {
                 _ => Value::Null,
             },
         },
+        // `KEY in E.path.through.a.list`: compared element by element, without building
+        // the projected list (`project`) first.
+        BinaryOp::In if path_operand(right, cx).is_some() => {
+            let Some((base, rest)) = path_operand(right, cx) else {
+                return Value::Null;
+            };
+            let item = eval(left, cx);
+            Value::Bool(contains_projected(base, rest, &item).unwrap_or(false))
+        }
         BinaryOp::Crosses => {
             // Just before the trigger event, and with it.
             let Some(trigger) = cx.trigger else {

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod eval;
 pub mod explain;
 pub mod format;
+pub(crate) mod fx;
 pub mod kpi;
 pub mod model;
 pub mod outcome;

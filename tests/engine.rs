@@ -599,3 +599,88 @@ moment sized "Same size" {
     // dan 40 is not 40.5, and o1 and o2 are out of his window anyway.
     assert_eq!(entered(&same_size), vec!["ann", "bob"]);
 }
+
+/// A catalog event fans out to the customers known so far; a moment that needs a customer
+/// event (`did(E …)`, `count(E) >= 1`) considers only those who have had one, and one that
+/// does not (`count(E) >= 0`, `not did(E)`) considers everyone: the entries are the same as
+/// if everyone were considered.
+#[test]
+fn a_catalog_event_reaches_every_customer_its_condition_can_hold_for() {
+    let schema = format!("{SHOP}\nevent restocked \"Restocked\" catalog {{ product_id: text }}\n");
+    let moment = |condition: &str| {
+        format!(
+            r#"
+moment restock "Restock" {{
+  trigger {{
+    on restocked
+    where {condition}
+  }}
+  message email {{
+    subject "Back"
+    body "It is back."
+  }}
+  kpi "Orders" = rate(order_completed within 1d after send)
+}}
+"#
+        )
+    };
+    let restocked = |id: &str, at: DateTime<Utc>| Record {
+        customer: None,
+        ..track(
+            id,
+            "-",
+            at,
+            "restocked",
+            &[("product_id", Value::text("p1"))],
+        )
+    };
+    let records = vec![
+        viewed("v1", "bob", t(18, 9, 0), "p1", 1),
+        viewed("v2", "ann", t(18, 9, 30), "p2", 1),
+        identify("i1", "cat", t(18, 9, 45), &[]),
+        restocked("r1", t(18, 10, 0)),
+        // Dan arrives after the first restock, with a view of p1.
+        viewed("v3", "dan", t(18, 11, 0), "p1", 1),
+        restocked("r2", t(18, 12, 0)),
+    ];
+    let entered = |condition: &str| -> Vec<(String, DateTime<Utc>)> {
+        let model = model_with(&schema, &[("restock", &moment(condition))]);
+        run(&model, records.clone().into_iter(), None, t(20, 0, 0))
+            .entries
+            .into_iter()
+            .map(|e| (e.customer_id, e.trigger_at))
+            .collect()
+    };
+    let (at10, at12) = (t(18, 10, 0), t(18, 12, 0));
+    let s = |id: &str, at| (id.to_string(), at);
+    assert_eq!(
+        entered("did(product_viewed where product_viewed.product_id == event.product_id)"),
+        vec![s("bob", at10), s("bob", at12), s("dan", at12)]
+    );
+    assert_eq!(
+        entered("count(product_viewed) >= 1 and customer.email_opt_in"),
+        vec![
+            s("ann", at10),
+            s("ann", at12),
+            s("bob", at10),
+            s("bob", at12),
+            s("dan", at12)
+        ]
+    );
+    assert_eq!(
+        entered("count(product_viewed) >= 0"),
+        vec![
+            s("ann", at10),
+            s("ann", at12),
+            s("bob", at10),
+            s("bob", at12),
+            s("cat", at10),
+            s("cat", at12),
+            s("dan", at12)
+        ]
+    );
+    assert_eq!(
+        entered("not did(product_viewed)"),
+        vec![s("cat", at10), s("cat", at12)]
+    );
+}

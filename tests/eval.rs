@@ -297,6 +297,50 @@ fn paths_project_through_lists_of_records() {
 }
 
 #[test]
+fn in_reads_each_element_of_a_list_of_records() {
+    let model = model(
+        "product_viewed",
+        "did(order_completed where event.product_id in order_completed.products.product_id)",
+    );
+    // The second order's first product has no id: it is none, and matches nothing.
+    let mut no_id = BTreeMap::new();
+    no_id.insert(Arc::from("quantity"), Value::Int(2));
+    let mut with_products = order("o2", at(3, 9, 0), 8.0, &["p1"]);
+    let Some(Value::List(products)) = with_products.properties.get("products").cloned() else {
+        panic!("products")
+    };
+    let mut products: Vec<Value> = products.to_vec();
+    products.insert(0, Value::Record(Arc::new(no_id)));
+    Arc::make_mut(&mut with_products.properties)
+        .insert(Arc::from("products"), Value::List(products.into()));
+    let mut history = Events::default();
+    history.0.insert(
+        ("order_completed".into(), false),
+        vec![order("o1", at(2, 9, 0), 5.0, &["p2"]), with_products],
+    );
+    let view = |id: &str, product: Value| {
+        event(
+            id,
+            at(5, 12, 0),
+            &[("product_id", product), ("price", Value::Number(3.0))],
+        )
+    };
+    assert_eq!(
+        evaluate(&model, &history, &view("v1", Value::text("p1")), &[]),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        evaluate(&model, &history, &view("v2", Value::text("p3")), &[]),
+        Value::Bool(false)
+    );
+    // A missing id is in no list, not even next to a missing one.
+    assert_eq!(
+        evaluate(&model, &history, &view("v3", Value::Null), &[]),
+        Value::Bool(false)
+    );
+}
+
+#[test]
 fn sums_of_whole_numbers_stay_whole_and_averages_of_nothing_are_missing() {
     let model1 = model("points_earned", "sum(points_earned.points) == 520");
     let mut history = Events::default();
