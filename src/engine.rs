@@ -130,6 +130,8 @@ struct Route {
     gate: Option<u64>,
     /// Counted into the customers' tallies.
     tally: bool,
+    /// The customers' own indexes by key it goes into (`Engine::own_keyed`).
+    own_keyed: Vec<usize>,
     /// The moments `on` it, in order.
     moments: Vec<usize>,
 }
@@ -192,6 +194,9 @@ struct Customer {
     sends: Vec<DateTime<Utc>>,
     /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
     gates: u64,
+    /// Indexes of the customer's own events by key, one per `Engine::own_keyed` (up to the
+    /// last one an event has reached).
+    keyed: Vec<KeyIndex>,
 }
 
 /// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
@@ -201,6 +206,9 @@ struct Histories<'a> {
     tally_specs: &'a FxMap<Arc<str>, TallySpec>,
     all: &'a FxMap<Arc<str>, Vec<EventRecord>>,
     keyed: &'a HashMap<eval::KeyedSpec, KeyIndex>,
+    /// The customer's own indexes by key, one per entry of `own_specs`.
+    own_keyed: &'a [KeyIndex],
+    own_specs: &'a [(eval::KeyedSpec, Option<Keep>)],
 }
 
 impl History for Histories<'_> {
@@ -209,8 +217,26 @@ impl History for Histories<'_> {
         source.get(event).map_or(&[], |v| v.as_slice())
     }
 
-    fn keyed(&self, spec: &eval::KeyedSpec, key: &str) -> Option<&[DateTime<Utc>]> {
-        let index = self.keyed.get(spec).filter(|i| i.usable)?;
+    fn keyed(
+        &self,
+        spec: &eval::KeyedSpec,
+        across_customers: bool,
+        key: &str,
+    ) -> Option<&[DateTime<Utc>]> {
+        let index = if across_customers {
+            self.keyed.get(spec)
+        } else {
+            // INVARIANT: the customer's events of an indexed kind are not kept, so an index
+            // must answer: a customer without one has had no such event (an empty one).
+            // The data is typed by the schema, so a path holds what the index expects and
+            // the index stays usable.
+            let i = self.own_specs.iter().position(|(s, _)| s == spec)?;
+            match self.own_keyed.get(i) {
+                Some(index) => Some(index),
+                None => return Some(&[]),
+            }
+        };
+        let index = index.filter(|i| i.usable)?;
         Some(index.times.get(key).map_or(&[], |t| t.as_slice()))
     }
 
@@ -303,6 +329,7 @@ pub fn run_traced(
     let mut engine = Engine::new(model, &mut out);
     engine.keep = None;
     engine.tally_specs.clear();
+    engine.own_keyed.clear();
     // Every customer is considered, so that the trace shows every occurrence.
     engine.gated.clear();
     engine.tracer = Some(Tracer::new(&engine, model, options));
@@ -521,6 +548,9 @@ struct Engine<'m> {
     tally_specs: FxMap<Arc<str>, TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
     keyed: HashMap<eval::KeyedSpec, KeyIndex>,
+    /// The indexes by key each customer keeps of their own events, for `count`/`did` with a
+    /// `KEY in E.path` or `E.path == KEY` condition, and how long. Empty while tracing.
+    own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
     /// Every zone a customer has been in, by name.
     zones: BTreeMap<&'static str, Tz>,
     /// Per moment with `every`: no schedule instant in any known zone before this one
@@ -542,6 +572,7 @@ impl<'m> Engine<'m> {
         let mut moments = Vec::new();
         let mut across_events: Vec<Arc<str>> = Vec::new();
         let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
+        let mut own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)> = Vec::new();
         let mut reads: HashMap<(Arc<str>, bool), Keep> = HashMap::new();
         let mut tally_specs: FxMap<Arc<str>, TallySpec> = FxMap::default();
         for m in &model.moments {
@@ -585,7 +616,7 @@ impl<'m> Engine<'m> {
                 .collect::<Vec<(Arc<str>, Option<CExpr>, Option<i64>)>>();
             for expr in lets.iter().chain(conditions.iter()) {
                 collect_across(expr, &mut across_events);
-                collect_keyed(expr, &mut keyed_specs);
+                collect_keyed(expr, &mut keyed_specs, &mut own_keyed);
                 collect_reads(expr, &mut reads, &mut tally_specs);
             }
             // `unless` reads the customer's events from the trigger to the send: at most
@@ -597,6 +628,7 @@ impl<'m> Engine<'m> {
                 *slot = slot.max(keep);
                 if let Some(c) = condition {
                     collect_reads(c, &mut reads, &mut tally_specs);
+                    collect_keyed(c, &mut keyed_specs, &mut own_keyed);
                 }
             }
             let mut fields = Vec::new();
@@ -654,6 +686,7 @@ impl<'m> Engine<'m> {
             .collect::<BTreeMap<Channel, CExpr>>();
         for rule in consent.values() {
             collect_reads(rule, &mut reads, &mut tally_specs);
+            collect_keyed(rule, &mut keyed_specs, &mut own_keyed);
         }
         // At most 64 gates, one bit each in `Customer::gates`; a moment whose gate is not
         // among them considers everyone.
@@ -692,17 +725,10 @@ impl<'m> Engine<'m> {
             default_zone_of_new: chrono_tz::UTC,
             keep: Some(reads),
             tally_specs,
+            own_keyed,
             keyed: keyed_specs
                 .into_iter()
-                .map(|spec| {
-                    (
-                        spec,
-                        KeyIndex {
-                            usable: true,
-                            ..KeyIndex::default()
-                        },
-                    )
-                })
+                .map(|spec| (spec, KeyIndex::usable()))
                 .collect(),
             zones: BTreeMap::new(),
             next_fire: vec![None; model.moments.len()],
@@ -984,6 +1010,17 @@ impl<'m> Engine<'m> {
                                 }
                             }
                         }
+                        if !route.own_keyed.is_empty() {
+                            if let Some(customer) = self.customers.get_mut(customer_id) {
+                                for &i in &route.own_keyed {
+                                    if customer.keyed.len() <= i {
+                                        customer.keyed.resize_with(i + 1, KeyIndex::usable);
+                                    }
+                                    let (spec, keep) = &self.own_keyed[i];
+                                    customer.keyed[i].add(spec, &rec, *keep);
+                                }
+                            }
+                        }
                         if route.tally {
                             if let (Some(spec), Some(customer)) = (
                                 self.tally_specs.get(&event),
@@ -1036,6 +1073,9 @@ impl<'m> Engine<'m> {
                 .then(|| kept(true).flatten()),
             gate: self.gated.get(event).map(|(bit, _)| *bit),
             tally: self.tally_specs.contains_key(event),
+            own_keyed: (0..self.own_keyed.len())
+                .filter(|&i| self.own_keyed[i].0 .0 == *event)
+                .collect(),
             moments: (0..self.moments.len())
                 .filter(|&i| self.moments[i].fires_on(event))
                 .collect(),
@@ -1095,6 +1135,8 @@ impl<'m> Engine<'m> {
             tally_specs: &self.tally_specs,
             all: &self.shop_history,
             keyed: &self.keyed,
+            own_keyed: &customer.keyed,
+            own_specs: &self.own_keyed,
         };
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
         let mut lets: Vec<Value> = Vec::with_capacity(plan.lets.len());
@@ -1218,6 +1260,8 @@ impl<'m> Engine<'m> {
             tally_specs: &self.tally_specs,
             all: &self.shop_history,
             keyed: &self.keyed,
+            own_keyed: &customer.keyed,
+            own_specs: &self.own_keyed,
         };
         let fuel = Fuel::new(FUEL_PER_EVALUATION);
         let cx = Context::new(
@@ -1812,6 +1856,10 @@ fn collect_reads(
 ) {
     expr.walk(&mut |e| {
         if let CExpr::Aggregate(a) = e {
+            // Read from the customer's index by key instead (`Engine::own_keyed`).
+            if a.keyed.is_some() && !a.across_customers {
+                return;
+            }
             if a.is_plain() {
                 tallies.entry(a.event.clone()).or_default().add_read(a);
                 return;
@@ -1844,11 +1892,24 @@ fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: Date
 }
 
 /// The indexes by key that `across customers` aggregates of this expression can use.
-fn collect_keyed(expr: &CExpr, into: &mut Vec<eval::KeyedSpec>) {
+fn collect_keyed(
+    expr: &CExpr,
+    across: &mut Vec<eval::KeyedSpec>,
+    own: &mut Vec<(eval::KeyedSpec, Option<Keep>)>,
+) {
     expr.walk(&mut |e| {
         if let CExpr::Aggregate(a) = e {
             if let Some(k) = &a.keyed {
-                into.push(k.spec(&a.event));
+                let spec = k.spec(&a.event);
+                if a.across_customers {
+                    across.push(spec);
+                    return;
+                }
+                let keep = a.window.map_or(Keep::Forever, Keep::For);
+                match own.iter_mut().find(|(s, _)| *s == spec) {
+                    Some((_, slot)) => *slot = slot.map(|k| k.max(keep)),
+                    None => own.push((spec, Some(keep))),
+                }
             }
         }
     });
@@ -1865,6 +1926,13 @@ struct KeyIndex {
 }
 
 impl KeyIndex {
+    fn usable() -> KeyIndex {
+        KeyIndex {
+            usable: true,
+            ..KeyIndex::default()
+        }
+    }
+
     fn add(&mut self, spec: &eval::KeyedSpec, event: &EventRecord, keep: Option<Keep>) {
         if !self.usable {
             return;
@@ -1878,7 +1946,7 @@ impl KeyIndex {
             rest,
         );
         let mut keys: Vec<String> = match (&value, list) {
-            (Value::Null, _) => Vec::new(),
+            (Value::Null, true) => Vec::new(),
             (Value::List(items), true) => items.iter().filter_map(eval::key_of).collect(),
             (Value::List(_), false) | (_, true) => {
                 self.usable = false;

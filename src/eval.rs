@@ -62,6 +62,31 @@ impl CExpr {
             _ => {}
         }
     }
+
+    /// The aggregates of the customer's own events in this expression read their events,
+    /// not an index: the value "just before" the trigger (`crosses`) leaves one event out,
+    /// which an index of instants by key cannot.
+    fn unkey_own(&mut self) {
+        match self {
+            CExpr::Aggregate(a) => {
+                if !a.across_customers {
+                    a.keyed = None;
+                }
+                if let Some(c) = &mut a.condition {
+                    c.unkey_own();
+                }
+            }
+            CExpr::List(items) | CExpr::Call(_, items) => {
+                items.iter_mut().for_each(CExpr::unkey_own)
+            }
+            CExpr::Not(i) | CExpr::Neg(i) => i.unkey_own(),
+            CExpr::Binary(_, l, r) => {
+                l.unkey_own();
+                r.unkey_own();
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +114,8 @@ pub struct CAggregate {
     pub condition: Option<CExpr>,
     /// `within`, in seconds.
     pub window: Option<i64>,
-    /// For `count`/`did` across customers whose condition is `KEY in E.path` or
-    /// `E.path == KEY`: answered from an index of the events by key, not by a scan.
+    /// For `count`/`did` whose condition is `KEY in E.path` or `E.path == KEY`: answered
+    /// from an index of the events by key (the shop's, or the customer's), not by a scan.
     pub keyed: Option<Keyed>,
 }
 
@@ -115,10 +140,11 @@ impl Keyed {
 /// Which events an index holds and by what: (event, path, list).
 pub type KeyedSpec = (Arc<str>, Vec<Arc<str>>, bool);
 
-/// A value as an index key, equal exactly when [`equal`] says so (numbers by value);
-/// `None` for values no index holds (none, lists, records).
+/// A value as an index key, equal exactly when [`equal`] says so (numbers by value, none
+/// only to none); `None` for values no index holds (lists, records).
 pub fn key_of(value: &Value) -> Option<String> {
     Some(match value {
+        Value::Null => "z".to_string(),
         Value::Text(t) => format!("t{t}"),
         Value::Int(n) => format!("n{}", *n as f64),
         Value::Number(n) => format!("n{}", if *n == 0.0 { 0.0 } else { *n }),
@@ -126,7 +152,7 @@ pub fn key_of(value: &Value) -> Option<String> {
         Value::Date(d) => format!("d{d}"),
         Value::DateTime(t) => format!("T{}", t.timestamp_nanos_opt().unwrap_or_default()),
         Value::Duration(d) => format!("s{d}"),
-        Value::Null | Value::List(_) | Value::Record(_) => return None,
+        Value::List(_) | Value::Record(_) => return None,
     })
 }
 
@@ -265,11 +291,13 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
         }
         ExprKind::Unary(UnaryOp::Not, inner) => CExpr::Not(Box::new(compile(inner, names))),
         ExprKind::Unary(UnaryOp::Neg, inner) => CExpr::Neg(Box::new(compile(inner, names))),
-        ExprKind::Binary(op, left, right) => CExpr::Binary(
-            *op,
-            Box::new(compile(left, names)),
-            Box::new(compile(right, names)),
-        ),
+        ExprKind::Binary(op, left, right) => {
+            let mut left = compile(left, names);
+            if *op == BinaryOp::Crosses {
+                left.unkey_own();
+            }
+            CExpr::Binary(*op, Box::new(left), Box::new(compile(right, names)))
+        }
         ExprKind::Call { function, args } => {
             let func = match function.name.as_str() {
                 "default" => Func::Default,
@@ -297,9 +325,7 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
             };
             let condition = aggregate.condition.as_ref().map(|c| compile(c, &inner));
             let keyed = match (&condition, aggregate.function) {
-                (Some(c), AggregateFn::Count | AggregateFn::Did) if aggregate.across_customers => {
-                    keyed_shape(c)
-                }
+                (Some(c), AggregateFn::Count | AggregateFn::Did) => keyed_shape(c),
                 _ => None,
             };
             CExpr::Aggregate(Box::new(CAggregate {
@@ -333,8 +359,13 @@ pub trait History {
     fn events(&self, event: &str, across_customers: bool) -> &[EventRecord];
     /// The instants (oldest first) of everyone's `spec` events holding `key`, when an
     /// index of them is kept and can answer; `None` to scan instead.
-    fn keyed(&self, spec: &KeyedSpec, key: &str) -> Option<&[DateTime<Utc>]> {
-        let _ = (spec, key);
+    fn keyed(
+        &self,
+        spec: &KeyedSpec,
+        across_customers: bool,
+        key: &str,
+    ) -> Option<&[DateTime<Utc>]> {
+        let _ = (spec, across_customers, key);
         None
     }
     /// The customer's running [`Tally`] of `event`, when one is kept for the plain
@@ -710,9 +741,17 @@ fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
     if cx.exclude.is_some() {
         return None;
     }
-    let key = key_of(&eval(&keyed.key, cx))?;
-    let times = cx.history.keyed(&keyed.spec(&aggregate.event), &key)?;
-    let count = in_window(times, |t| *t, aggregate.window, cx.now).len();
+    let key = eval(&keyed.key, cx);
+    let spec = keyed.spec(&aggregate.event);
+    let times = cx
+        .history
+        .keyed(&spec, aggregate.across_customers, &key_of(&key)?)?;
+    // `none in E.list` holds for no event.
+    let count = if keyed.list && key.is_null() {
+        0
+    } else {
+        in_window(times, |t| *t, aggregate.window, cx.now).len()
+    };
     Some(match aggregate.function {
         AggregateFn::Did => Value::Bool(count > 0),
         _ => Value::Int(count as i64),

@@ -684,3 +684,51 @@ moment restock "Restock" {{
         vec![s("cat", at10), s("cat", at12)]
     );
 }
+
+/// `count(E where E.path == KEY)` of the customer's own events reads an index of them by
+/// key; under `crosses` (the value just before the trigger) it reads the events.
+#[test]
+fn own_events_counted_by_key_with_and_without_crosses() {
+    let moment = |condition: &str| {
+        format!(
+            r#"
+moment again "Again" {{
+  trigger {{
+    on product_viewed
+    where {condition}
+  }}
+  message email {{
+    subject "Again"
+    body "You looked again."
+  }}
+  kpi "Orders" = rate(order_completed within 1d after send)
+}}
+"#
+        )
+    };
+    let records = vec![
+        viewed("v1", "ann", t(18, 9, 0), "p1", 1),
+        viewed("v2", "ann", t(18, 9, 1), "p2", 1),
+        viewed("v3", "ann", t(18, 9, 2), "p1", 2),
+        viewed("v4", "bob", t(18, 9, 3), "p1", 1),
+        viewed("v5", "ann", t(18, 9, 4), "p1", 3),
+        // Same instant as v5: the trigger counts the events up to and including itself.
+        viewed("v6", "ann", t(18, 9, 4), "p1", 1),
+    ];
+    let entered = |condition: &str| -> Vec<DateTime<Utc>> {
+        let model = shop_model("again", &moment(condition));
+        run(&model, records.clone().into_iter(), None, t(20, 0, 0))
+            .entries
+            .into_iter()
+            .map(|e| e.trigger_at)
+            .collect()
+    };
+    let same = "count(product_viewed where product_viewed.product_id == event.product_id)";
+    // Ann's p1 views: v1 (1), v3 (2), v5 (3), v6 (4); Bob's v4 is his own first.
+    assert_eq!(entered(&format!("{same} == 2")), vec![t(18, 9, 2)]);
+    assert_eq!(entered(&format!("{same} crosses 3")), vec![t(18, 9, 4)]);
+    // Within 2 minutes of 09:04: v3 (09:02), v5 and, for the second trigger at 09:04, v6.
+    let recent =
+        "count(product_viewed where product_viewed.product_id == event.product_id within 2m)";
+    assert_eq!(entered(&format!("{recent} >= 3")), vec![t(18, 9, 4)]);
+}
