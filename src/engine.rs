@@ -171,7 +171,7 @@ struct Pending {
     moment: usize,
     customer: Arc<str>,
     trigger_at: DateTime<Utc>,
-    trigger_key: String,
+    trigger_key: Arc<str>,
     trigger_event: Option<EventRecord>,
     due_at: DateTime<Utc>,
     send_at: DateTime<Utc>,
@@ -917,7 +917,7 @@ impl<'m> Engine<'m> {
                         )
                     ),
                     send_id: None,
-                    trigger_key: p.trigger_key.clone(),
+                    trigger_key: p.trigger_key.to_string(),
                 });
             }
         }
@@ -1031,8 +1031,7 @@ impl<'m> Engine<'m> {
                             }
                         }
                         for &index in &route.moments {
-                            let key = rec.id.to_string();
-                            let customer = customer_id.clone();
+                            let (key, customer) = (rec.id.clone(), customer_id.clone());
                             self.trigger(index, customer, rec.at, key, Some(rec.clone()), from);
                         }
                     }
@@ -1046,7 +1045,7 @@ impl<'m> Engine<'m> {
                         }
                         firings.sort();
                         for (id, index) in firings {
-                            let key = rec.id.to_string();
+                            let key = rec.id.clone();
                             self.trigger(index, id, rec.at, key, Some(rec.clone()), from);
                         }
                     }
@@ -1120,7 +1119,7 @@ impl<'m> Engine<'m> {
         moment: usize,
         customer_id: Arc<str>,
         at: DateTime<Utc>,
-        trigger_key: String,
+        trigger_key: Arc<str>,
         trigger_event: Option<EventRecord>,
         from: Option<DateTime<Utc>>,
     ) {
@@ -1464,15 +1463,32 @@ impl<'m> Engine<'m> {
                 fate: Some(fate),
                 reason,
                 send_id: entry_send_id,
-                trigger_key: p.trigger_key.clone(),
+                trigger_key: p.trigger_key.to_string(),
             });
         }
+        // Only what a later limit or cap can still see is kept: sends within their windows.
+        // INVARIANT: decisions come in time order, so a send older than a window now is
+        // older than it at every later decision.
+        let cap_window = self.model.schema.defaults.cap.map(|(_, per)| per.seconds());
+        let limit_window = plan.limit.map(|(_, per)| per);
         if let Some(c) = self.customers.get_mut(&p.customer) {
-            if matches!(fate, Fate::Sent | Fate::Control) {
-                c.moment_sends.entry(p.moment).or_default().push(p.send_at);
+            let window_from = |seconds: i64| {
+                p.send_at
+                    .checked_sub_signed(chrono::Duration::try_seconds(seconds)?)
+            };
+            if matches!(fate, Fate::Sent | Fate::Control) && limit_window.is_some() {
+                let sends = c.moment_sends.entry(p.moment).or_default();
+                sends.push(p.send_at);
+                if let Some(from) = limit_window.flatten().and_then(window_from) {
+                    cut_stale(sends, |t| *t, from);
+                }
             }
-            if fate == Fate::Sent {
+            if fate == Fate::Sent && cap_window.is_some() {
                 c.sends.push(p.send_at);
+                let seconds = cap_window.map(|s| s.min(i64::MAX as u64) as i64);
+                if let Some(from) = seconds.and_then(window_from) {
+                    cut_stale(&mut c.sends, |t| *t, from);
+                }
             }
         }
     }
@@ -1495,7 +1511,7 @@ impl<'m> Engine<'m> {
         let at = trigger_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
         let trigger_key = trigger_event
             .as_ref()
-            .map_or_else(|| schedule::instant_key(at), |e| e.id.to_string());
+            .map_or_else(|| Arc::from(schedule::instant_key(at)), |e| e.id.clone());
         let send_id = schedule::send_id(&plan.id, customer_id, &trigger_key);
         let pending = Pending {
             moment,
@@ -1723,7 +1739,7 @@ impl<'m> Engine<'m> {
                 moment,
                 customer_id.clone(),
                 at,
-                schedule::instant_key(at),
+                Arc::from(schedule::instant_key(at)),
                 None,
                 from,
             );
@@ -1801,7 +1817,7 @@ impl<'m> Engine<'m> {
                     index,
                     id,
                     instant,
-                    schedule::instant_key(instant),
+                    Arc::from(schedule::instant_key(instant)),
                     None,
                     from,
                 );
@@ -1941,29 +1957,35 @@ impl KeyIndex {
         let Some((first, rest)) = path.split_first() else {
             return;
         };
-        let value = eval::project(
-            event.properties.get(first).cloned().unwrap_or(Value::Null),
-            rest,
-        );
-        let mut keys: Vec<String> = match (&value, list) {
-            (Value::Null, true) => Vec::new(),
-            (Value::List(items), true) => items.iter().filter_map(eval::key_of).collect(),
-            (Value::List(_), false) | (_, true) => {
-                self.usable = false;
-                self.times.clear();
-                return;
-            }
-            (other, false) => match eval::key_of(other) {
-                Some(k) => vec![k],
-                None => {
-                    self.usable = false;
-                    self.times.clear();
-                    return;
+        let value = event.properties.get(first).unwrap_or(&Value::Null);
+        let projected = eval::Projected::of(value, rest);
+        let mut keys: Vec<String> = Vec::new();
+        let mut key = String::new();
+        let fits = match (&projected, list) {
+            (eval::Projected::One(Value::Null), true) => true,
+            (_, true) => match projected.items() {
+                Some(items) => {
+                    for item in items {
+                        if eval::write_key(item, &mut key) && !keys.contains(&key) {
+                            keys.push(key.clone());
+                        }
+                    }
+                    true
                 }
+                None => false,
             },
+            (eval::Projected::One(one), false) => {
+                let fits = eval::write_key(one, &mut key);
+                keys.push(key);
+                fits
+            }
+            (eval::Projected::Each(..), false) => false,
         };
-        keys.sort_unstable();
-        keys.dedup();
+        if !fits {
+            self.usable = false;
+            self.times.clear();
+            return;
+        }
         let from = keep.and_then(|k| k.from(event.at));
         for key in keys {
             let times = self.times.entry(key).or_default();

@@ -143,17 +143,26 @@ pub type KeyedSpec = (Arc<str>, Vec<Arc<str>>, bool);
 /// A value as an index key, equal exactly when [`equal`] says so (numbers by value, none
 /// only to none); `None` for values no index holds (lists, records).
 pub fn key_of(value: &Value) -> Option<String> {
-    Some(match value {
-        Value::Null => "z".to_string(),
-        Value::Text(t) => format!("t{t}"),
-        Value::Int(n) => format!("n{}", *n as f64),
-        Value::Number(n) => format!("n{}", if *n == 0.0 { 0.0 } else { *n }),
-        Value::Bool(b) => format!("b{b}"),
-        Value::Date(d) => format!("d{d}"),
-        Value::DateTime(t) => format!("T{}", t.timestamp_nanos_opt().unwrap_or_default()),
-        Value::Duration(d) => format!("s{d}"),
-        Value::List(_) | Value::Record(_) => return None,
-    })
+    let mut key = String::new();
+    write_key(value, &mut key).then_some(key)
+}
+
+/// [`key_of`] into `key` (cleared first); false for values no index holds.
+pub fn write_key(value: &Value, key: &mut String) -> bool {
+    use std::fmt::Write as _;
+    key.clear();
+    let _ = match value {
+        Value::Null => write!(key, "z"),
+        Value::Text(t) => write!(key, "t{t}"),
+        Value::Int(n) => write!(key, "n{}", *n as f64),
+        Value::Number(n) => write!(key, "n{}", if *n == 0.0 { 0.0 } else { *n }),
+        Value::Bool(b) => write!(key, "b{b}"),
+        Value::Date(d) => write!(key, "d{d}"),
+        Value::DateTime(t) => write!(key, "T{}", t.timestamp_nanos_opt().unwrap_or_default()),
+        Value::Duration(d) => write!(key, "s{d}"),
+        Value::List(_) | Value::Record(_) => return false,
+    };
+    true
 }
 
 /// `KEY in E.path` or `E.path == KEY` (either side), with a key that does not read `E`.
@@ -825,24 +834,46 @@ fn follow<'v>(value: &'v Value, rest: &[Arc<str>]) -> &'v Value {
     })
 }
 
+/// What [`project`] gives, by reference: one value, or a list's elements each read
+/// through the names after it.
+pub enum Projected<'v> {
+    One(&'v Value),
+    Each(&'v [Value], &'v [Arc<str>]),
+}
+
+impl<'v> Projected<'v> {
+    /// `value` read through `rest` as [`project`] reads it, without building lists.
+    pub fn of(value: &'v Value, rest: &'v [Arc<str>]) -> Projected<'v> {
+        let mut value = value;
+        for (i, name) in rest.iter().enumerate() {
+            match value {
+                Value::Record(fields) => value = fields.get(name).unwrap_or(&NULL),
+                // From a list on, the names apply to each element.
+                Value::List(items) => return Projected::Each(items, &rest[i..]),
+                _ => value = &NULL,
+            }
+        }
+        Projected::One(value)
+    }
+
+    /// The elements of the projected list (`None`: not a list).
+    pub fn items(&self) -> Option<impl Iterator<Item = &'v Value>> {
+        let (items, tail): (&'v [Value], &'v [Arc<str>]) = match *self {
+            Projected::One(Value::List(items)) => (items, &[]),
+            Projected::Each(items, tail) => (items, tail),
+            Projected::One(_) => return None,
+        };
+        Some(items.iter().map(move |e| follow(e, tail)))
+    }
+}
+
 /// `contains(&project(value.clone(), rest), item)`, without building the projection.
 fn contains_projected(value: &Value, rest: &[Arc<str>], item: &Value) -> Option<bool> {
-    let mut value = value;
-    for (i, name) in rest.iter().enumerate() {
-        match value {
-            Value::Record(fields) => value = fields.get(name).unwrap_or(&NULL),
-            // From a list on, the names apply to each element (see `project`).
-            Value::List(items) => {
-                if item.is_null() {
-                    return None;
-                }
-                let tail = &rest[i..];
-                return Some(items.iter().any(|e| equal(follow(e, tail), item)));
-            }
-            _ => value = &NULL,
-        }
+    match Projected::of(value, rest) {
+        Projected::One(value) => contains(value, item),
+        Projected::Each(..) if item.is_null() => None,
+        each => Some(each.items()?.any(|e| equal(e, item))),
     }
-    contains(value, item)
 }
 
 fn contains(collection: &Value, item: &Value) -> Option<bool> {
