@@ -108,10 +108,15 @@ struct MomentPlan {
     active: Option<(chrono::NaiveDate, Option<chrono::NaiveDate>)>,
     limit: Option<(u64, Option<i64>)>,
     channel: Channel,
-    /// Field name → template name in the environment.
+    /// The message's fields, and the name of each one's template in the environment.
     fields: Vec<String>,
+    template_names: Vec<String>,
     /// The `let` names, for templates.
     let_names: Vec<String>,
+    /// The traits (`None`: all) and trigger event properties (`None`: all) the templates
+    /// read: only those are handed to them.
+    template_traits: Option<Vec<usize>>,
+    template_event: Option<Vec<Arc<str>>>,
     /// An event the customer must have had for the `where` to hold (it requires
     /// `did(E …)` or `count(E …) >= 1` of the customer's own): only such customers are
     /// considered when a catalog event or a schedule fires for everyone.
@@ -632,12 +637,33 @@ impl<'m> Engine<'m> {
                 }
             }
             let mut fields = Vec::new();
+            let mut template_names = Vec::new();
+            let mut read: Vec<String> = Vec::new();
             for (field, source) in &m.message.fields {
                 let name = format!("{}/{}", m.id, field);
                 // INVARIANT: the checker compiled every template already.
                 let _ = templates.add_template_owned(name.clone(), source.clone());
+                if let Ok(template) = templates.get_template(&name) {
+                    read.extend(template.undeclared_variables(true));
+                }
                 fields.push(field.clone());
+                template_names.push(name);
             }
+            // `customer.first_name` reads one trait; `customer` alone (or indexed) all.
+            let read_under = |root: &str| -> Option<Vec<&str>> {
+                let mut names = Vec::new();
+                for variable in &read {
+                    let mut segments = variable.split('.');
+                    if segments.next() == Some(root) {
+                        names.push(segments.next()?);
+                    }
+                }
+                Some(names)
+            };
+            let template_traits = read_under("customer")
+                .map(|names| names.iter().filter_map(|n| traits.position(n)).collect());
+            let template_event =
+                read_under("event").map(|names| names.iter().map(|n| Arc::from(*n)).collect());
             let gate = conditions.iter().find_map(gate_of);
             moments.push(MomentPlan {
                 id: Arc::from(m.id.as_str()),
@@ -659,7 +685,10 @@ impl<'m> Engine<'m> {
                 }),
                 channel: m.message.channel,
                 fields,
+                template_names,
                 let_names,
+                template_traits,
+                template_event,
                 gate,
             });
         }
@@ -1593,51 +1622,53 @@ impl<'m> Engine<'m> {
         send_id: &str,
     ) -> BTreeMap<String, String> {
         let plan = &self.moments[moment];
-        let mut context = BTreeMap::new();
-        let traits: BTreeMap<String, minijinja::Value> = self
-            .traits
-            .names
-            .iter()
-            .zip(&customer.traits)
-            .filter(|(_, v)| !v.is_null())
-            .map(|(n, v)| (n.to_string(), to_template(v)))
-            .collect();
-        context.insert(
-            "customer".to_string(),
-            minijinja::Value::from_serialize(&traits),
-        );
+        let mut context: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+        let trait_value = |i: usize| {
+            let value = customer.traits.get(i).filter(|v| !v.is_null())?;
+            Some((self.traits.names[i].to_string(), to_template(value)))
+        };
+        let traits: BTreeMap<String, minijinja::Value> = match &plan.template_traits {
+            Some(read) => read.iter().filter_map(|&i| trait_value(i)).collect(),
+            None => (0..customer.traits.len()).filter_map(trait_value).collect(),
+        };
+        context.insert("customer".to_string(), minijinja::Value::from(traits));
         if let Some(event) = &p.trigger_event {
-            let props: BTreeMap<String, minijinja::Value> = event
-                .properties
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.to_string(), to_template(v)))
-                .collect();
-            context.insert(
-                "event".to_string(),
-                minijinja::Value::from_serialize(&props),
-            );
+            let property = |(k, v): (&Arc<str>, &Value)| {
+                (!v.is_null()).then(|| (k.to_string(), to_template(v)))
+            };
+            let props: BTreeMap<String, minijinja::Value> = match &plan.template_event {
+                Some(read) => read
+                    .iter()
+                    .filter_map(|k| event.properties.get_key_value(k))
+                    .filter_map(property)
+                    .collect(),
+                None => event.properties.iter().filter_map(property).collect(),
+            };
+            context.insert("event".to_string(), minijinja::Value::from(props));
         }
         for (name, value) in plan.let_names.iter().zip(&p.lets) {
             if !value.is_null() {
                 context.insert(name.clone(), to_template(value));
             }
         }
-        let mut m = BTreeMap::new();
-        m.insert("id", plan.id.to_string());
-        m.insert("title", plan.title.clone());
-        context.insert("moment".to_string(), minijinja::Value::from_serialize(&m));
-        let mut s = BTreeMap::new();
-        s.insert("id", send_id.to_string());
-        context.insert("send".to_string(), minijinja::Value::from_serialize(&s));
-        let context = minijinja::Value::from_serialize(&context);
+        let record = |fields: &[(&str, &str)]| {
+            let fields: BTreeMap<String, minijinja::Value> = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), minijinja::Value::from(*v)))
+                .collect();
+            minijinja::Value::from(fields)
+        };
+        let moment_fields = [("id", &*plan.id), ("title", plan.title.as_str())];
+        context.insert("moment".to_string(), record(&moment_fields));
+        context.insert("send".to_string(), record(&[("id", send_id)]));
+        let context = minijinja::Value::from(context);
         plan.fields
             .iter()
-            .map(|field| {
-                let name = format!("{}/{}", plan.id, field);
+            .zip(&plan.template_names)
+            .map(|(field, name)| {
                 let text = self
                     .templates
-                    .get_template(&name)
+                    .get_template(name)
                     .and_then(|t| t.render(&context))
                     .unwrap_or_default();
                 (field.clone(), text)
