@@ -210,7 +210,7 @@ struct Histories<'a> {
     tallies: &'a FxMap<Arc<str>, Tally>,
     tally_specs: &'a FxMap<Arc<str>, TallySpec>,
     all: &'a FxMap<Arc<str>, Vec<EventRecord>>,
-    keyed: &'a HashMap<eval::KeyedSpec, KeyIndex>,
+    keyed: &'a FxMap<eval::KeyedSpec, KeyIndex>,
     /// The customer's own indexes by key, one per entry of `own_specs`.
     own_keyed: &'a [KeyIndex],
     own_specs: &'a [(eval::KeyedSpec, Option<Keep>)],
@@ -552,7 +552,7 @@ struct Engine<'m> {
     /// of the events. Empty while tracing.
     tally_specs: FxMap<Arc<str>, TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
-    keyed: HashMap<eval::KeyedSpec, KeyIndex>,
+    keyed: FxMap<eval::KeyedSpec, KeyIndex>,
     /// The indexes by key each customer keeps of their own events, for `count`/`did` with a
     /// `KEY in E.path` or `E.path == KEY` condition, and how long. Empty while tracing.
     own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
@@ -1947,7 +1947,7 @@ fn collect_keyed(
     expr.walk(&mut |e| {
         if let CExpr::Aggregate(a) = e {
             if let Some(k) = &a.keyed {
-                let spec = k.spec(&a.event);
+                let spec = k.spec.clone();
                 if a.across_customers {
                     across.push(spec);
                     return;
@@ -1969,7 +1969,7 @@ struct KeyIndex {
     /// False once an event's path held something the index cannot stand for (a text where
     /// a list was expected, a list where one value was): aggregates then scan.
     usable: bool,
-    times: HashMap<String, Vec<DateTime<Utc>>>,
+    times: FxMap<String, Vec<DateTime<Utc>>>,
 }
 
 impl KeyIndex {

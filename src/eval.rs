@@ -122,19 +122,12 @@ pub struct CAggregate {
 /// An aggregate's condition that an index of events by key can answer.
 #[derive(Debug, Clone)]
 pub struct Keyed {
-    /// The property of the aggregated event: `products.product_id`.
-    pub path: Vec<Arc<str>>,
+    /// The index this shape needs: (event, path, list).
+    pub spec: KeyedSpec,
     /// `KEY in E.path` (the path is a list) rather than `E.path == KEY`.
     pub list: bool,
     /// The key, evaluated in the outer context.
     pub key: CExpr,
-}
-
-impl Keyed {
-    /// The index this shape needs: (event, path, list).
-    pub fn spec(&self, event: &Arc<str>) -> KeyedSpec {
-        (event.clone(), self.path.clone(), self.list)
-    }
 }
 
 /// Which events an index holds and by what: (event, path, list).
@@ -166,7 +159,7 @@ pub fn write_key(value: &Value, key: &mut String) -> bool {
 }
 
 /// `KEY in E.path` or `E.path == KEY` (either side), with a key that does not read `E`.
-fn keyed_shape(condition: &CExpr) -> Option<Keyed> {
+fn keyed_shape(event: &str, condition: &CExpr) -> Option<Keyed> {
     let CExpr::Binary(op, left, right) = condition else {
         return None;
     };
@@ -188,7 +181,7 @@ fn keyed_shape(condition: &CExpr) -> Option<Keyed> {
         _ => return None,
     };
     (!reads_aggregated(key)).then(|| Keyed {
-        path,
+        spec: (Arc::from(event), path, list),
         list,
         key: key.clone(),
     })
@@ -334,7 +327,9 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
             };
             let condition = aggregate.condition.as_ref().map(|c| compile(c, &inner));
             let keyed = match (&condition, aggregate.function) {
-                (Some(c), AggregateFn::Count | AggregateFn::Did) => keyed_shape(c),
+                (Some(c), AggregateFn::Count | AggregateFn::Did) => {
+                    keyed_shape(&aggregate.event.name, c)
+                }
                 _ => None,
             };
             CExpr::Aggregate(Box::new(CAggregate {
@@ -751,10 +746,16 @@ fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
         return None;
     }
     let key = eval(&keyed.key, cx);
-    let spec = keyed.spec(&aggregate.event);
-    let times = cx
-        .history
-        .keyed(&spec, aggregate.across_customers, &key_of(&key)?)?;
+    let spec = &keyed.spec;
+    thread_local! {
+        /// The key of the aggregate at hand: written, not allocated, per evaluation.
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let times = KEY.with_borrow_mut(|text| {
+        write_key(&key, text)
+            .then(|| cx.history.keyed(spec, aggregate.across_customers, text))
+            .flatten()
+    })?;
     // `none in E.list` holds for no event.
     let count = if keyed.list && key.is_null() {
         0
