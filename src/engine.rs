@@ -634,6 +634,7 @@ impl<'m> Engine<'m> {
                 if let Some(c) = condition {
                     collect_reads(c, &mut reads, &mut tally_specs);
                     collect_keyed(c, &mut keyed_specs, &mut own_keyed);
+                    collect_across(c, &mut across_events);
                 }
             }
             let mut fields = Vec::new();
@@ -692,8 +693,6 @@ impl<'m> Engine<'m> {
                 gate,
             });
         }
-        across_events.sort();
-        across_events.dedup();
         let consent = model
             .schema
             .defaults
@@ -716,7 +715,10 @@ impl<'m> Engine<'m> {
         for rule in consent.values() {
             collect_reads(rule, &mut reads, &mut tally_specs);
             collect_keyed(rule, &mut keyed_specs, &mut own_keyed);
+            collect_across(rule, &mut across_events);
         }
+        across_events.sort();
+        across_events.dedup();
         // At most 64 gates, one bit each in `Customer::gates`; a moment whose gate is not
         // among them considers everyone.
         let mut gate_events: Vec<Arc<str>> =

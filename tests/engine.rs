@@ -732,3 +732,50 @@ moment again "Again" {{
         "count(product_viewed where product_viewed.product_id == event.product_id within 2m)";
     assert_eq!(entered(&format!("{recent} >= 3")), vec![t(18, 9, 4)]);
 }
+
+/// `across customers` in a consent rule and in an `unless` condition reads the shop's events
+/// like it does in a `where`.
+#[test]
+fn across_customers_in_consent_rules_and_unless_conditions() {
+    let schema = SHOP.replace(
+        "consent email requires customer.email_opt_in",
+        "consent email requires customer.email_opt_in and count(order_completed across customers within 1h) < 2",
+    );
+    let moment = r#"
+moment nudge "Nudge" {
+  trigger {
+    on product_viewed
+    wait 30m
+    unless product_viewed where count(order_completed across customers within 1h) >= 1
+  }
+  message email {
+    subject "Still there?"
+    body "Come back."
+  }
+  kpi "Orders" = rate(order_completed within 1d after send)
+}
+"#;
+    let model = model_with(&schema, &[("nudge", moment)]);
+    let records = vec![
+        // Ann: another view at 09:10, with no order in the hour before: not cancelled; two
+        // orders by others in the hour before her send at 09:30: no consent.
+        viewed("v1", "ann", t(18, 9, 0), "p1", 1),
+        viewed("v2", "ann", t(18, 9, 10), "p2", 1),
+        shop_order("o1", "x", t(18, 9, 15), 10.0, &["p3"]),
+        shop_order("o2", "y", t(18, 9, 20), 10.0, &["p3"]),
+        // Bob at 12:00: his second view, 5 minutes after someone's order, cancels it.
+        viewed("v3", "bob", t(18, 12, 0), "p1", 1),
+        shop_order("o3", "x", t(18, 12, 5), 10.0, &["p3"]),
+        viewed("v4", "bob", t(18, 12, 10), "p3", 1),
+    ];
+    let fates = |customer: &str| -> Vec<Option<Fate>> {
+        run(&model, records.clone().into_iter(), None, t(20, 0, 0))
+            .entries
+            .into_iter()
+            .filter(|e| e.customer_id == customer && e.trigger_at.format("%M").to_string() == "00")
+            .map(|e| e.fate)
+            .collect()
+    };
+    assert_eq!(fates("ann"), vec![Some(Fate::NoConsent)]);
+    assert_eq!(fates("bob"), vec![Some(Fate::Cancelled)]);
+}
