@@ -117,6 +117,8 @@ struct MomentPlan {
     /// read: only those are handed to them.
     template_traits: Option<Vec<usize>>,
     template_event: Option<Vec<Arc<str>>>,
+    /// Every variable the templates read (`customer.first_name`, `event`), sorted.
+    template_variables: Vec<String>,
     /// An event the customer must have had for the `where` to hold (it requires
     /// `did(E …)` or `count(E …) >= 1` of the customer's own): only such customers are
     /// considered when a catalog event or a schedule fires for everyone.
@@ -575,11 +577,7 @@ impl<'m> Engine<'m> {
         let mut templates = minijinja::Environment::new();
         templates.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
         let mut moments = Vec::new();
-        let mut across_events: Vec<Arc<str>> = Vec::new();
-        let mut keyed_specs: Vec<eval::KeyedSpec> = Vec::new();
-        let mut own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)> = Vec::new();
-        let mut reads: HashMap<(Arc<str>, bool), Keep> = HashMap::new();
-        let mut tally_specs: FxMap<Arc<str>, TallySpec> = FxMap::default();
+        let mut reads = Reads::default();
         for m in &model.moments {
             let let_names: Vec<String> = m.trigger.lets.iter().map(|l| l.name.clone()).collect();
             let mut lets = Vec::new();
@@ -620,21 +618,17 @@ impl<'m> Engine<'m> {
                 })
                 .collect::<Vec<(Arc<str>, Option<CExpr>, Option<i64>)>>();
             for expr in lets.iter().chain(conditions.iter()) {
-                collect_across(expr, &mut across_events);
-                collect_keyed(expr, &mut keyed_specs, &mut own_keyed);
-                collect_reads(expr, &mut reads, &mut tally_specs);
+                reads.add(expr);
             }
             // `unless` reads the customer's events from the trigger to the send: at most
             // the due delay plus a day of quiet hours (and an hour of clock change).
             let delay = i64::try_from(m.trigger.due_delay_seconds()).unwrap_or(i64::MAX);
             for (event, condition, _) in &unless {
                 let keep = Keep::For(delay.saturating_add(25 * 3_600));
-                let slot = reads.entry((event.clone(), false)).or_insert(keep);
+                let slot = reads.keep.entry((event.clone(), false)).or_insert(keep);
                 *slot = slot.max(keep);
                 if let Some(c) = condition {
-                    collect_reads(c, &mut reads, &mut tally_specs);
-                    collect_keyed(c, &mut keyed_specs, &mut own_keyed);
-                    collect_across(c, &mut across_events);
+                    reads.add(c);
                 }
             }
             let mut fields = Vec::new();
@@ -665,6 +659,8 @@ impl<'m> Engine<'m> {
                 .map(|names| names.iter().filter_map(|n| traits.position(n)).collect());
             let template_event =
                 read_under("event").map(|names| names.iter().map(|n| Arc::from(*n)).collect());
+            read.sort();
+            read.dedup();
             let gate = conditions.iter().find_map(gate_of);
             moments.push(MomentPlan {
                 id: Arc::from(m.id.as_str()),
@@ -690,6 +686,7 @@ impl<'m> Engine<'m> {
                 let_names,
                 template_traits,
                 template_event,
+                template_variables: read,
                 gate,
             });
         }
@@ -713,12 +710,17 @@ impl<'m> Engine<'m> {
             })
             .collect::<BTreeMap<Channel, CExpr>>();
         for rule in consent.values() {
-            collect_reads(rule, &mut reads, &mut tally_specs);
-            collect_keyed(rule, &mut keyed_specs, &mut own_keyed);
-            collect_across(rule, &mut across_events);
+            reads.add(rule);
         }
-        across_events.sort();
-        across_events.dedup();
+        let Reads {
+            keep,
+            tally_specs,
+            keyed: keyed_specs,
+            own_keyed,
+            mut across,
+        } = reads;
+        across.sort();
+        across.dedup();
         // At most 64 gates, one bit each in `Customer::gates`; a moment whose gate is not
         // among them considers everyone.
         let mut gate_events: Vec<Arc<str>> =
@@ -744,7 +746,7 @@ impl<'m> Engine<'m> {
             gated,
             routes: FxMap::default(),
             shop_history: FxMap::default(),
-            across_events,
+            across_events: across,
             pending: BinaryHeap::new(),
             pending_store: FxMap::default(),
             next_pending: 0,
@@ -754,7 +756,7 @@ impl<'m> Engine<'m> {
             out_of_fuel: 0,
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
-            keep: Some(reads),
+            keep: Some(keep),
             tally_specs,
             own_keyed,
             keyed: keyed_specs
@@ -1555,18 +1557,8 @@ impl<'m> Engine<'m> {
             lets,
         };
         let fields = self.render(moment, customer, &pending, &send_id);
-        // The variables each template reads, resolved as the templates see them.
-        let mut names: Vec<String> = Vec::new();
-        for field in &plan.fields {
-            if let Ok(template) = self
-                .templates
-                .get_template(&format!("{}/{}", plan.id, field))
-            {
-                names.extend(template.undeclared_variables(true));
-            }
-        }
-        names.sort();
-        names.dedup();
+        // The variables the templates read, resolved as the templates see them.
+        let names = plan.template_variables.clone();
         let show = |v: Option<&Value>| v.map_or_else(|| "none".to_string(), shown);
         let variables = names
             .into_iter()
@@ -1896,30 +1888,56 @@ impl Keep {
     }
 }
 
-/// What each aggregate of `expr` reads: a tally for plain ones, else the events
-/// ((event, across customers) → how far back).
-fn collect_reads(
-    expr: &CExpr,
-    into: &mut HashMap<(Arc<str>, bool), Keep>,
-    tallies: &mut FxMap<Arc<str>, TallySpec>,
-) {
-    expr.walk(&mut |e| {
-        if let CExpr::Aggregate(a) = e {
-            // Read from the customer's index by key instead (`Engine::own_keyed`).
-            if a.keyed.is_some() && !a.across_customers {
-                return;
+/// What the expressions of the campaigns read, gathered once at the start: how long each
+/// kind of event is kept, what is tallied, what is indexed by key, what the shop keeps.
+#[derive(Default)]
+struct Reads {
+    /// (event, across customers) → how far back events are read.
+    keep: HashMap<(Arc<str>, bool), Keep>,
+    /// The plain aggregates' tallies, by event.
+    tally_specs: FxMap<Arc<str>, TallySpec>,
+    /// The shop's indexes by key (`across customers`).
+    keyed: Vec<eval::KeyedSpec>,
+    /// The customers' own indexes by key, and how long each keeps its instants.
+    own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
+    /// The events some aggregate reads `across customers`.
+    across: Vec<Arc<str>>,
+}
+
+impl Reads {
+    /// What each aggregate of `expr` reads: an index by key when its condition has the
+    /// shape for one, a tally for a plain one, else the events themselves.
+    fn add(&mut self, expr: &CExpr) {
+        expr.walk(&mut |e| {
+            let CExpr::Aggregate(a) = e else { return };
+            let keep = a.window.map_or(Keep::Forever, Keep::For);
+            if a.across_customers {
+                self.across.push(a.event.clone());
+            }
+            match &a.keyed {
+                Some(k) if a.across_customers => self.keyed.push(k.spec.clone()),
+                // Read from the customer's index by key, not from kept events.
+                Some(k) => {
+                    match self.own_keyed.iter_mut().find(|(s, _)| *s == k.spec) {
+                        Some((_, slot)) => *slot = slot.map(|k| k.max(keep)),
+                        None => self.own_keyed.push((k.spec.clone(), Some(keep))),
+                    }
+                    return;
+                }
+                None => {}
             }
             if a.is_plain() {
-                tallies.entry(a.event.clone()).or_default().add_read(a);
+                let spec = self.tally_specs.entry(a.event.clone()).or_default();
+                spec.add_read(a);
                 return;
             }
-            let keep = a.window.map_or(Keep::Forever, Keep::For);
-            let slot = into
+            let slot = self
+                .keep
                 .entry((a.event.clone(), a.across_customers))
                 .or_insert(keep);
             *slot = slot.max(keep);
-        }
-    });
+        });
+    }
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows.
@@ -1938,30 +1956,6 @@ fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: Date
     if stale > 0 && stale * 2 >= items.len() {
         items.drain(..stale);
     }
-}
-
-/// The indexes by key that `across customers` aggregates of this expression can use.
-fn collect_keyed(
-    expr: &CExpr,
-    across: &mut Vec<eval::KeyedSpec>,
-    own: &mut Vec<(eval::KeyedSpec, Option<Keep>)>,
-) {
-    expr.walk(&mut |e| {
-        if let CExpr::Aggregate(a) = e {
-            if let Some(k) = &a.keyed {
-                let spec = k.spec.clone();
-                if a.across_customers {
-                    across.push(spec);
-                    return;
-                }
-                let keep = a.window.map_or(Keep::Forever, Keep::For);
-                match own.iter_mut().find(|(s, _)| *s == spec) {
-                    Some((_, slot)) => *slot = slot.map(|k| k.max(keep)),
-                    None => own.push((spec, Some(keep))),
-                }
-            }
-        }
-    });
 }
 
 /// Everyone's events of one kind by key: the instants, oldest first, of the events whose
@@ -2028,17 +2022,6 @@ impl KeyIndex {
             }
         }
     }
-}
-
-/// The events `expr` aggregates `across customers`.
-fn collect_across(expr: &CExpr, into: &mut Vec<Arc<str>>) {
-    expr.walk(&mut |e| {
-        if let CExpr::Aggregate(a) = e {
-            if a.across_customers {
-                into.push(a.event.clone());
-            }
-        }
-    });
 }
 
 fn to_template(value: &Value) -> minijinja::Value {

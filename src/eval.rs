@@ -122,10 +122,9 @@ pub struct CAggregate {
 /// An aggregate's condition that an index of events by key can answer.
 #[derive(Debug, Clone)]
 pub struct Keyed {
-    /// The index this shape needs: (event, path, list).
+    /// The index this shape needs: (event, path, list), list for `KEY in E.path` (the path
+    /// is a list) rather than `E.path == KEY`.
     pub spec: KeyedSpec,
-    /// `KEY in E.path` (the path is a list) rather than `E.path == KEY`.
-    pub list: bool,
     /// The key, evaluated in the outer context.
     pub key: CExpr,
 }
@@ -182,7 +181,6 @@ fn keyed_shape(event: &str, condition: &CExpr) -> Option<Keyed> {
     };
     (!reads_aggregated(key)).then(|| Keyed {
         spec: (Arc::from(event), path, list),
-        list,
         key: key.clone(),
     })
 }
@@ -567,10 +565,8 @@ impl Tally {
                 (accums.count, sum)
             }
             Some(window) if spec.window.is_some_and(|w| w >= window) => {
-                let end = self.times.partition_point(|t| *t <= cx.now);
-                let start = chrono::Duration::try_seconds(window)
-                    .and_then(|w| cx.now.checked_sub_signed(w))
-                    .map_or(0, |from| self.times[..end].partition_point(|t| *t < from));
+                let std::ops::Range { start, end } =
+                    window_range(&self.times, |t| *t, Some(window), cx.now);
                 let end = if left_out && end == self.times.len() && end > start {
                     end - 1
                 } else {
@@ -728,6 +724,16 @@ fn in_window<T>(
     window: Option<i64>,
     now: DateTime<Utc>,
 ) -> &[T] {
+    &items[window_range(items, at, window, now)]
+}
+
+/// The positions of [`in_window`]'s slice.
+fn window_range<T>(
+    items: &[T],
+    at: impl Fn(&T) -> DateTime<Utc>,
+    window: Option<i64>,
+    now: DateTime<Utc>,
+) -> std::ops::Range<usize> {
     let end = items.partition_point(|item| at(item) <= now);
     let start = window
         .and_then(chrono::Duration::try_seconds)
@@ -735,7 +741,7 @@ fn in_window<T>(
         .map_or(0, |from| {
             items[..end].partition_point(|item| at(item) < from)
         });
-    &items[start..end]
+    start..end
 }
 
 /// `count`/`did` from an index by key, when there is one that can answer.
@@ -757,7 +763,7 @@ fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
             .flatten()
     })?;
     // `none in E.list` holds for no event.
-    let count = if keyed.list && key.is_null() {
+    let count = if spec.2 && key.is_null() {
         0
     } else {
         in_window(times, |t| *t, aggregate.window, cx.now).len()
@@ -887,6 +893,14 @@ fn contains(collection: &Value, item: &Value) -> Option<bool> {
 }
 
 fn binary(op: BinaryOp, left: &CExpr, right: &CExpr, cx: &Context) -> Value {
+    // `KEY in E.path.through.a.list`: compared element by element, without building the
+    // projected list (`project`) first.
+    if op == BinaryOp::In {
+        if let Some((base, rest)) = path_operand(right, cx) {
+            let item = eval(left, cx);
+            return Value::Bool(contains_projected(base, rest, &item).unwrap_or(false));
+        }
+    }
     use std::cmp::Ordering::*;
     match op {
         BinaryOp::And => match eval(left, cx) {
@@ -905,15 +919,6 @@ fn binary(op: BinaryOp, left: &CExpr, right: &CExpr, cx: &Context) -> Value {
                 _ => Value::Null,
             },
         },
-        // `KEY in E.path.through.a.list`: compared element by element, without building
-        // the projected list (`project`) first.
-        BinaryOp::In if path_operand(right, cx).is_some() => {
-            let Some((base, rest)) = path_operand(right, cx) else {
-                return Value::Null;
-            };
-            let item = eval(left, cx);
-            Value::Bool(contains_projected(base, rest, &item).unwrap_or(false))
-        }
         BinaryOp::Crosses => {
             // Just before the trigger event, and with it.
             let Some(trigger) = cx.trigger else {

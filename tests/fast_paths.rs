@@ -2,20 +2,14 @@
 //! they are read) never change an answer: a traced run, which keeps every event and scans
 //! it, gives the same entries and sends as a plain run, over the whole sample shop.
 
-use std::path::PathBuf;
+mod common;
 
 use chrono::{TimeZone, Utc};
-use moments::data::DataSet;
 use moments::engine::{run, run_traced, TraceOptions};
 
 #[test]
 fn a_run_with_its_fast_paths_equals_a_run_that_scans_every_event() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let groups = moments::project::discover(&[root.join("campaigns")]).expect("discover");
-    let group = groups.into_iter().next().expect("a group");
-    let (_, checked) = moments::project::check_group(&group).expect("check");
-    let model = checked.model.expect("valid campaigns");
-    let data = DataSet::open(&root.join("data/sample"), &model.schema).expect("data");
+    let (model, data) = common::sample_shop();
     let now = Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap();
 
     let fast = run(&model, data.records(), None, now);

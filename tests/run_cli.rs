@@ -1121,22 +1121,20 @@ fn bad_records_are_reported_with_file_and_line_and_good_ones_still_send() {
     assert_rejects(&read_rejects(&dir.join("strict/rejects.ndjson")), &expected);
 
     // run: the same rejects beside the state, the same sends delivered.
-    let output = moments(
-        dir.path(),
-        &[
-            "run",
-            "--campaigns",
-            text(&campaigns),
-            "--data",
-            "data",
-            "--now",
-            "2026-11-30T00:00:00Z",
-            "--state",
-            "state/state.db",
-            "--outbox",
-            "state/outbox.ndjson",
-        ],
-    );
+    let run = [
+        "run",
+        "--campaigns",
+        text(&campaigns),
+        "--data",
+        "data",
+        "--now",
+        "2026-11-30T00:00:00Z",
+        "--state",
+        "state/state.db",
+        "--outbox",
+        "state/outbox.ndjson",
+    ];
+    let output = moments(dir.path(), &run);
     assert_eq!(status(&output), 0, "{}", stderr(&output));
     let out = stdout(&output);
     assert!(
@@ -1160,22 +1158,7 @@ fn bad_records_are_reported_with_file_and_line_and_good_ones_still_send() {
     // The bad files taken away: the next tick's rejects file is empty, not the old one.
     std::fs::remove_dir_all(dir.join("data")).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    let output = moments(
-        dir.path(),
-        &[
-            "run",
-            "--campaigns",
-            text(&campaigns),
-            "--data",
-            "data",
-            "--now",
-            "2026-11-30T00:00:00Z",
-            "--state",
-            "state/state.db",
-            "--outbox",
-            "state/outbox.ndjson",
-        ],
-    );
+    let output = moments(dir.path(), &run);
     assert_eq!(status(&output), 0, "{}", stderr(&output));
     assert_eq!(
         std::fs::read_to_string(dir.join("state/rejects.ndjson")).unwrap(),

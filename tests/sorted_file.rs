@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
 use moments::backtest::BacktestFiles;
-use moments::data::DataSet;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
 
@@ -87,12 +84,7 @@ fn ndjson<T: serde::Serialize>(items: &[T]) -> String {
 
 #[test]
 fn a_backtest_written_in_small_runs_is_the_engines_sorted_output() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let groups = moments::project::discover(&[root.join("campaigns")]).expect("discover");
-    let group = groups.into_iter().next().expect("a group");
-    let (_, checked) = moments::project::check_group(&group).expect("check");
-    let model = checked.model.expect("valid campaigns");
-    let data = DataSet::open(&root.join("data/sample"), &model.schema).expect("data");
+    let (model, data) = common::sample_shop();
     let from = Some(Utc.with_ymd_and_hms(2026, 11, 15, 0, 0, 0).unwrap());
     let to = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap();
 

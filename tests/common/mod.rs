@@ -55,3 +55,15 @@ impl Drop for TempDir {
 pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The shipped campaigns and the committed sample shop (`data/sample`).
+pub fn sample_shop() -> (moments::model::Model, moments::data::DataSet) {
+    let root = crate_root();
+    let groups = moments::project::discover(&[root.join("campaigns")]).expect("discover");
+    let group = groups.into_iter().next().expect("a group");
+    let (_, checked) = moments::project::check_group(&group).expect("check");
+    let model = checked.model.expect("valid campaigns");
+    let data =
+        moments::data::DataSet::open(&root.join("data/sample"), &model.schema).expect("data");
+    (model, data)
+}
