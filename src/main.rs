@@ -597,7 +597,7 @@ fn backtest(
     }
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
-    let mut files = moments::backtest::BacktestFiles::new(out, None);
+    let mut files = moments::backtest::BacktestWriter::new(out, None);
     let out_of_fuel = moments::engine::run_into(
         &model,
         Progress::new(stream.by_ref(), "backtest"),

@@ -6,7 +6,7 @@ mod common;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
-use moments::backtest::BacktestFiles;
+use moments::backtest::BacktestWriter;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
 
@@ -94,8 +94,9 @@ fn a_backtest_written_in_small_runs_is_the_engines_sorted_output() {
     assert!(in_memory.sends.len() > 1_000, "{}", in_memory.sends.len());
 
     let dir = TempDir::new("backtest-runs");
-    // 256 KiB: the entries spill in dozens of runs.
-    let mut files = BacktestFiles::new(dir.path(), Some(256 << 10));
+    // Written on the output thread, as `moments backtest` does; 256 KiB: the entries spill
+    // in dozens of runs.
+    let mut files = BacktestWriter::new(dir.path(), Some(256 << 10));
     moments::engine::run_into(&model, data.records(), from, to, &mut files);
     let written = files.finish().expect("write");
     assert_eq!(written.entries, in_memory.entries.len() as u64);
