@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 /// Memory for held lines before a run is written, by default.
-pub const DEFAULT_BUDGET: usize = 32 << 20;
+pub const DEFAULT_BUDGET: usize = 16 << 20;
 
 /// A sort key whose byte order is the order of the values pushed into it.
 #[derive(Debug, Default, Clone)]
