@@ -3,6 +3,7 @@
 //! are written on a thread of their own ([`BacktestWriter`]), beside the engine.
 
 use std::io;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
@@ -77,7 +78,7 @@ impl Sink for BacktestFiles {
 }
 
 /// Entries and sends handed to the writing thread at once, at most, and batches it may
-/// have waiting.
+/// have waiting per lane.
 const BATCH: usize = 4096;
 const BATCHES_AHEAD: usize = 4;
 
@@ -87,38 +88,33 @@ struct Batch {
     sends: Vec<Send>,
 }
 
-impl Batch {
-    fn len(&self) -> usize {
-        self.entries.len() + self.sends.len()
-    }
-}
-
-/// [`BacktestFiles`] written on a thread of their own: serialising and sorting the output
-/// runs beside the engine instead of after each decision. The files are the same, byte
-/// for byte, as entries and sends reach each file in the order they were decided.
+/// [`BacktestFiles`] written on a thread of their own, so that serialising and sorting the
+/// output runs beside the engine. Engines hand it entries and sends through [`Lane`]s.
 pub struct BacktestWriter {
-    batch: Batch,
-    to: To,
+    batches: SyncSender<Batch>,
+    thread: JoinHandle<io::Result<Written>>,
 }
 
-enum To {
-    Thread {
-        batches: SyncSender<Batch>,
-        thread: JoinHandle<io::Result<Written>>,
-    },
-    /// No thread could be had: written here.
-    Here(Box<BacktestFiles>),
+/// One engine's way into a [`BacktestWriter`]: a [`Sink`] that hands over batches. A
+/// lane's lines reach each file in the order it was given them; lines with equal keys come
+/// from one customer, so from one lane, and the files do not depend on how many lanes
+/// there are.
+pub struct Lane<'w> {
+    batch: Batch,
+    batches: SyncSender<Batch>,
+    writer: PhantomData<&'w BacktestWriter>,
 }
 
 impl BacktestWriter {
-    /// As [`BacktestFiles::new`].
-    pub fn new(dir: &Path, budget: Option<usize>) -> BacktestWriter {
+    /// As [`BacktestFiles::new`]; an error when the thread cannot be started.
+    pub fn new(dir: &Path, budget: Option<usize>) -> io::Result<BacktestWriter> {
+        // Room for every lane's batches ahead; a lane waits when the writer is behind.
         let (batches, received) = sync_channel::<Batch>(BATCHES_AHEAD);
-        let thread_dir = dir.to_path_buf();
+        let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("moments-output".to_string())
             .spawn(move || {
-                let mut files = BacktestFiles::new(&thread_dir, budget);
+                let mut files = BacktestFiles::new(&dir, budget);
                 for batch in received {
                     for entry in batch.entries {
                         files.entry(entry);
@@ -128,61 +124,61 @@ impl BacktestWriter {
                     }
                 }
                 files.finish()
-            });
-        let to = match thread {
-            Ok(thread) => To::Thread { batches, thread },
-            Err(_) => To::Here(Box::new(BacktestFiles::new(dir, budget))),
-        };
-        BacktestWriter {
+            })?;
+        Ok(BacktestWriter { batches, thread })
+    }
+
+    /// A new lane into the files.
+    pub fn lane(&self) -> Lane<'_> {
+        Lane {
             batch: Batch::default(),
-            to,
+            batches: self.batches.clone(),
+            writer: PhantomData,
         }
     }
 
-    fn hand_over(&mut self) {
-        if let To::Thread { batches, .. } = &self.to {
-            // A send fails only when the thread has ended, which `finish` reports.
-            let _ = batches.send(std::mem::take(&mut self.batch));
-        }
-    }
-
-    /// Write the files out.
-    pub fn finish(mut self) -> io::Result<Written> {
-        self.hand_over();
-        match self.to {
-            To::Here(files) => files.finish(),
-            To::Thread { batches, thread } => {
-                drop(batches);
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("writing the backtest files failed")))
-            }
-        }
+    /// Write the files out, once every lane is dropped.
+    pub fn finish(self) -> io::Result<Written> {
+        drop(self.batches);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("writing the backtest files failed")))
     }
 }
 
-impl Sink for BacktestWriter {
+impl Lane<'_> {
+    fn hand_over(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        if !batch.entries.is_empty() || !batch.sends.is_empty() {
+            // A send fails only when the writing thread has ended, which `finish` reports.
+            let _ = self.batches.send(batch);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.batch.entries.len() + self.batch.sends.len() >= BATCH
+    }
+}
+
+impl Sink for Lane<'_> {
     fn entry(&mut self, entry: Entry) {
-        match &mut self.to {
-            To::Here(files) => files.entry(entry),
-            To::Thread { .. } => {
-                self.batch.entries.push(entry);
-                if self.batch.len() >= BATCH {
-                    self.hand_over();
-                }
-            }
+        self.batch.entries.push(entry);
+        if self.full() {
+            self.hand_over();
         }
     }
 
     fn send(&mut self, send: Send) {
-        match &mut self.to {
-            To::Here(files) => files.send(send),
-            To::Thread { .. } => {
-                self.batch.sends.push(send);
-                if self.batch.len() >= BATCH {
-                    self.hand_over();
-                }
-            }
+        self.batch.sends.push(send);
+        if self.full() {
+            self.hand_over();
         }
+    }
+}
+
+impl Drop for Lane<'_> {
+    /// What is left goes to the writer.
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }

@@ -411,6 +411,110 @@ pub fn run_into(
     Engine::new(model, sink).run_with(records, from, now, |_| {})
 }
 
+/// The part of `parts` that decides for `customer_id` in [`run_partitioned`]: a stable
+/// hash of the id, so a customer's part does not depend on the data.
+pub fn partition(customer_id: &str, parts: usize) -> usize {
+    (schedule::fnv1a64(customer_id.as_bytes()) % parts.max(1) as u64) as usize
+}
+
+/// Records handed to an engine thread at once, and batches it may have waiting.
+const RECORD_BATCH: usize = 1024;
+const RECORD_BATCHES_AHEAD: usize = 4;
+
+/// [`run_into`] split between engines on threads of their own, one per sink: each decides
+/// for the customers [`partition`] gives it. A customer's records go to their engine only;
+/// catalog events and the events some moment reads `across customers` go to every engine,
+/// which keeps the shop's indexes whole. Each engine hands its customers' entries and sends
+/// to its own sink in its decision order, so for one customer the order is that of
+/// [`run_into`]; and as customers do not affect each other's fates (limits and the cap are
+/// per customer), the entries and sends are those of [`run_into`]. Returns how many
+/// evaluations ran out of fuel; an error when a thread cannot be started.
+pub fn run_partitioned(
+    model: &Model,
+    records: impl Iterator<Item = Record>,
+    from: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    sinks: Vec<&mut (dyn Sink + std::marker::Send)>,
+) -> std::io::Result<u64> {
+    let parts = sinks.len();
+    if parts <= 1 {
+        return Ok(match sinks.into_iter().next() {
+            Some(sink) => run_into(model, records, from, now, sink),
+            None => 0,
+        });
+    }
+    let shop: FxSet<Arc<str>> = {
+        let mut unused = RunOutput::default();
+        Engine::new(model, &mut unused)
+            .across_events
+            .into_iter()
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(parts);
+        let mut engines = Vec::with_capacity(parts);
+        for (part, sink) in sinks.into_iter().enumerate() {
+            let (sender, batches) =
+                std::sync::mpsc::sync_channel::<Vec<Record>>(RECORD_BATCHES_AHEAD);
+            senders.push(sender);
+            let engine = std::thread::Builder::new()
+                .name(format!("moments-engine-{part}"))
+                .spawn_scoped(scope, move || {
+                    let mut engine = Engine::new(model, sink);
+                    engine.share = Some((part, parts));
+                    engine.run_with(batches.into_iter().flatten(), from, now, |_| {})
+                })?;
+            engines.push(engine);
+        }
+        let mut batches: Vec<Vec<Record>> = (0..parts)
+            .map(|_| Vec::with_capacity(RECORD_BATCH))
+            .collect();
+        // A send fails only when that engine's thread has ended (it panicked), which
+        // joining it below reports.
+        let hand_over = |part: usize, batch: &mut Vec<Record>| {
+            let batch = std::mem::replace(batch, Vec::with_capacity(RECORD_BATCH));
+            let _ = senders[part].send(batch);
+        };
+        for record in records.take_while(|r| r.at <= now) {
+            let everyone = match (&record.customer, &record.kind) {
+                (None, _) => true,
+                (Some(_), RecordKind::Event { event, .. }) => shop.contains(event),
+                (Some(_), RecordKind::Identify { .. }) => false,
+            };
+            let owner = record.customer.as_deref().map(|c| partition(c, parts));
+            for (part, batch) in batches.iter_mut().enumerate() {
+                if everyone && Some(part) != owner {
+                    batch.push(record.clone());
+                    if batch.len() >= RECORD_BATCH {
+                        hand_over(part, batch);
+                    }
+                }
+            }
+            if let Some(part) = owner {
+                // INVARIANT: `partition` is below `parts`.
+                let batch = &mut batches[part];
+                batch.push(record);
+                if batch.len() >= RECORD_BATCH {
+                    hand_over(part, batch);
+                }
+            }
+        }
+        for (part, batch) in batches.iter_mut().enumerate() {
+            hand_over(part, batch);
+        }
+        // The engines' records end.
+        drop(senders);
+        let mut out_of_fuel = 0;
+        for engine in engines {
+            match engine.join() {
+                Ok(n) => out_of_fuel += n,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out_of_fuel)
+    })
+}
+
 /// The traced customer's compiled conditions, with the parts worth showing.
 struct Tracer {
     customer: Arc<str>,
@@ -563,6 +667,9 @@ struct Engine<'m> {
     /// Per moment with `every`: no schedule instant in any known zone before this one
     /// (`None`: not known, look again).
     next_fire: Vec<Option<DateTime<Utc>>>,
+    /// The customers this engine decides for, when the run is split between engines
+    /// (`run_partitioned`): (this engine's part, how many parts). `None`: everyone.
+    share: Option<(usize, usize)>,
 }
 
 impl<'m> Engine<'m> {
@@ -765,6 +872,7 @@ impl<'m> Engine<'m> {
                 .collect(),
             zones: BTreeMap::new(),
             next_fire: vec![None; model.moments.len()],
+            share: None,
         };
         engine.default_zone_of_new = engine.zone_from_traits(&engine.traits.defaults);
         engine
@@ -962,7 +1070,7 @@ impl<'m> Engine<'m> {
     fn apply(&mut self, record: Record, from: Option<DateTime<Utc>>) {
         match record.kind {
             RecordKind::Identify { traits } => {
-                let Some(customer_id) = record.customer else {
+                let Some(customer_id) = record.customer.filter(|c| self.owns(c)) else {
                     return;
                 };
                 let updates: Vec<(usize, Value)> = traits
@@ -1018,6 +1126,8 @@ impl<'m> Engine<'m> {
                     );
                 }
                 match &record.customer {
+                    // Another engine's customer: only the shop's indexes above.
+                    Some(customer_id) if !self.owns(customer_id) => {}
                     Some(customer_id) => {
                         let customer = self.customer(customer_id);
                         // INVARIANT: events no expression reads are not kept (`keep`);
@@ -1085,6 +1195,12 @@ impl<'m> Engine<'m> {
                 }
             }
         }
+    }
+
+    /// Whether this engine decides for `customer_id` (see `share`).
+    fn owns(&self, customer_id: &str) -> bool {
+        self.share
+            .is_none_or(|(part, parts)| partition(customer_id, parts) == part)
     }
 
     /// What to do with `event`, worked out once.

@@ -114,6 +114,10 @@ enum Command {
         /// Fail (exit 1) if any data record was rejected.
         #[arg(long)]
         strict: bool,
+        /// Engines deciding side by side, each for a share of the customers (default: one
+        /// per core, at most 8). The output is the same whatever the number.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: Option<u16>,
     },
     /// KPIs per moment: treatment against control, with 95% intervals, lift and goal.
     ///
@@ -286,7 +290,8 @@ fn run(cli: Cli) -> u8 {
             to,
             out,
             strict,
-        } => backtest(&campaigns, &data, from, to, &out, strict),
+            threads,
+        } => backtest(&campaigns, &data, from, to, &out, strict, threads),
         Command::Report {
             campaigns,
             data,
@@ -578,6 +583,7 @@ fn backtest(
     to: chrono::DateTime<chrono::Utc>,
     out: &std::path::Path,
     strict: bool,
+    threads: Option<u16>,
 ) -> u8 {
     let model = match load_model(campaigns) {
         Ok(model) => model,
@@ -597,20 +603,32 @@ fn backtest(
     }
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
-    let mut files = moments::backtest::BacktestWriter::new(out, None);
-    let out_of_fuel = moments::engine::run_into(
-        &model,
-        Progress::new(stream.by_ref(), "backtest"),
-        Some(from),
-        to,
-        &mut files,
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        usize::from,
     );
+    let ran = moments::backtest::BacktestWriter::new(out, None).and_then(|files| {
+        let mut lanes: Vec<_> = (0..threads).map(|_| files.lane()).collect();
+        let out_of_fuel = moments::engine::run_partitioned(
+            &model,
+            Progress::new(stream.by_ref(), "backtest"),
+            Some(from),
+            to,
+            lanes
+                .iter_mut()
+                .map(|lane| lane as &mut (dyn moments::engine::Sink + Send))
+                .collect(),
+        );
+        drop(lanes);
+        let written = files.finish();
+        Ok((out_of_fuel?, written?))
+    });
     let rejects = stream.take_rejects();
-    let written = match files.finish().and_then(|written| {
+    let (out_of_fuel, written) = match ran.and_then(|(out_of_fuel, written)| {
         moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects)?;
-        Ok(written)
+        Ok((out_of_fuel, written))
     }) {
-        Ok(written) => written,
+        Ok(done) => done,
         Err(e) => {
             eprintln!("error: cannot write to `{}`: {e}", out.display());
             return 2;

@@ -7,6 +7,7 @@ mod common;
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
 use moments::backtest::BacktestWriter;
+use moments::engine::Sink;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
 
@@ -83,7 +84,7 @@ fn ndjson<T: serde::Serialize>(items: &[T]) -> String {
 }
 
 #[test]
-fn a_backtest_written_in_small_runs_is_the_engines_sorted_output() {
+fn a_backtest_written_in_small_runs_by_one_or_several_engines_is_the_engines_sorted_output() {
     let (model, data) = common::sample_shop();
     let from = Some(Utc.with_ymd_and_hms(2026, 11, 15, 0, 0, 0).unwrap());
     let to = Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).unwrap();
@@ -93,25 +94,40 @@ fn a_backtest_written_in_small_runs_is_the_engines_sorted_output() {
     let expected_sends = ndjson(&in_memory.sends);
     assert!(in_memory.sends.len() > 1_000, "{}", in_memory.sends.len());
 
-    let dir = TempDir::new("backtest-runs");
-    // Written on the output thread, as `moments backtest` does; 256 KiB: the entries spill
-    // in dozens of runs.
-    let mut files = BacktestWriter::new(dir.path(), Some(256 << 10));
-    moments::engine::run_into(&model, data.records(), from, to, &mut files);
-    let written = files.finish().expect("write");
-    assert_eq!(written.entries, in_memory.entries.len() as u64);
-    assert_eq!(written.sends, in_memory.sends.len() as u64);
-    assert_eq!(
-        written.summary,
-        moments::outcome::summary(&in_memory.entries)
-    );
-    let entries = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
-    let sends = std::fs::read_to_string(dir.join("sends.ndjson")).unwrap();
-    assert!(entries == expected_entries, "entries.ndjson differs");
-    assert!(sends == expected_sends, "sends.ndjson differs");
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names.len(), 2, "run files left behind: {names:?}");
+    // Written on the output thread as `moments backtest` does, by one engine or by three
+    // side by side (each deciding for a third of the customers); 256 KiB: the entries
+    // spill in dozens of runs.
+    for engines in [1, 3] {
+        let dir = TempDir::new("backtest-runs");
+        let files = BacktestWriter::new(dir.path(), Some(256 << 10)).expect("writer");
+        let mut lanes: Vec<_> = (0..engines).map(|_| files.lane()).collect();
+        let sinks = lanes
+            .iter_mut()
+            .map(|lane| lane as &mut (dyn Sink + Send))
+            .collect();
+        moments::engine::run_partitioned(&model, data.records(), from, to, sinks).expect("run");
+        drop(lanes);
+        let written = files.finish().expect("write");
+        assert_eq!(written.entries, in_memory.entries.len() as u64);
+        assert_eq!(written.sends, in_memory.sends.len() as u64);
+        assert_eq!(
+            written.summary,
+            moments::outcome::summary(&in_memory.entries)
+        );
+        let entries = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
+        let sends = std::fs::read_to_string(dir.join("sends.ndjson")).unwrap();
+        assert!(
+            entries == expected_entries,
+            "{engines} engines: entries.ndjson differs"
+        );
+        assert!(
+            sends == expected_sends,
+            "{engines} engines: sends.ndjson differs"
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "run files left behind: {names:?}");
+    }
 }
