@@ -78,7 +78,7 @@ impl Sink for BacktestFiles {
 }
 
 /// Entries and sends handed to the writing thread at once, at most, and batches it may
-/// have waiting per lane.
+/// have waiting, from all lanes together.
 const BATCH: usize = 4096;
 const BATCHES_AHEAD: usize = 4;
 
@@ -108,7 +108,7 @@ pub struct Lane<'w> {
 impl BacktestWriter {
     /// As [`BacktestFiles::new`]; an error when the thread cannot be started.
     pub fn new(dir: &Path, budget: Option<usize>) -> io::Result<BacktestWriter> {
-        // Room for every lane's batches ahead; a lane waits when the writer is behind.
+        // The lanes share the channel; a lane waits when the writer is behind.
         let (batches, received) = sync_channel::<Batch>(BATCHES_AHEAD);
         let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()

@@ -794,10 +794,15 @@ fn tick(
         Err(code) => return code,
     };
     let mut stream = dataset.records();
-    let result = moments::engine::run(model, stream.by_ref(), None, now);
+    // Entries and sends go into the tick's transaction as the engine decides them.
+    let recorded = store.begin_tick().and_then(|mut recorder| {
+        let out_of_fuel =
+            moments::engine::run_into(model, stream.by_ref(), None, now, &mut recorder);
+        Ok((recorder.commit(now)?, out_of_fuel))
+    });
     let rejects = stream.take_rejects();
-    let new_sends = match store.record_tick(now, &result.entries, &result.sends) {
-        Ok(new) => new,
+    let (recorded, out_of_fuel) = match recorded {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
@@ -810,11 +815,13 @@ fn tick(
             return 2;
         }
     };
-    let pending = result.entries.iter().filter(|e| e.fate.is_none()).count();
-    let control = new_sends
-        .iter()
-        .filter(|s| s.group == moments::outcome::Group::Control)
-        .count();
+    let pending = recorded
+        .entries
+        .values()
+        .filter_map(|fates| fates.get("pending"))
+        .sum::<u64>();
+    let new_sends: u64 = recorded.new_sends.values().map(|(t, c)| t + c).sum();
+    let control: u64 = recorded.new_sends.values().map(|(_, c)| c).sum();
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
@@ -822,24 +829,20 @@ fn tick(
         now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         stream.read_count(),
         rejects.len(),
-        new_sends.len(),
+        new_sends,
         control,
         report.delivered,
         report.failed,
         pending
     );
     if table {
-        let mut new_by_moment: std::collections::BTreeMap<&str, u64> = Default::default();
-        for send in &new_sends {
-            *new_by_moment.entry(send.moment.as_str()).or_default() += 1;
-        }
+        let new_by_moment: std::collections::BTreeMap<&str, u64> = recorded
+            .new_sends
+            .iter()
+            .map(|(moment, (t, c))| (moment.as_str(), t + c))
+            .collect();
         let _ = writeln!(stdout, "\nentries up to now, by fate:");
-        print_fate_table(
-            &mut stdout,
-            model,
-            &moments::outcome::summary(&result.entries),
-            Some(&new_by_moment),
-        );
+        print_fate_table(&mut stdout, model, &recorded.entries, Some(&new_by_moment));
         let _ = writeln!(stdout);
     }
     for error in &report.errors {
@@ -865,11 +868,10 @@ fn tick(
             );
         }
     }
-    if result.out_of_fuel > 0 {
+    if out_of_fuel > 0 {
         let _ = writeln!(
             stdout,
-            "warning: {} evaluations ran out of their work budget and counted as false",
-            result.out_of_fuel
+            "warning: {out_of_fuel} evaluations ran out of their work budget and counted as false"
         );
     }
     0

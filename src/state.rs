@@ -1,8 +1,10 @@
 //! The state store: what the engine decided, kept in SQLite so nothing is sent twice.
 //!
 //! The engine is a deterministic function of (campaigns, data up to `now`). Each tick it
-//! recomputes every entry and every send due at or before `now` and hands them all to
-//! [`StateStore::record_tick`]. The store keeps what was decided:
+//! recomputes every entry and every send due at or before `now` and hands them, as it
+//! decides them, to a [`TickRecorder`] ([`StateStore::begin_tick`]; or all at once to
+//! [`StateStore::record_tick`]), which writes them into the tick's one transaction. The
+//! store keeps what was decided:
 //!
 //! - a send is inserted once, by its stable `send_id`; later ticks that compute it again
 //!   leave it untouched, so its delivery state survives;
@@ -27,7 +29,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use crate::outcome::{Entry, Fate, Group, Send};
+use crate::engine::Sink;
+use crate::outcome::{count_entry, Entry, Fate, Group, Send, Summary};
 
 /// Where the state lives unless told otherwise, relative to the project directory.
 pub const DEFAULT_STATE_PATH: &str = ".moments/state.db";
@@ -263,6 +266,10 @@ impl StateStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sqlite_error)?;
+        // A tick writes entries in decision order, not key order: a page cache of 64 MiB
+        // (the default is 2 MiB) keeps those inserts from going to disk one page at a time.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(sqlite_error)?;
         migrate(&mut conn, path)?;
         Ok(StateStore {
             conn,
@@ -305,84 +312,38 @@ impl StateStore {
         entries: &[Entry],
         sends: &[Send],
     ) -> Result<Vec<Send>, StateError> {
-        let path = self.path.clone();
-        let sqlite = |e: rusqlite::Error| StateError::Sqlite {
-            path: path.clone(),
-            source: e,
-        };
+        let mut tick = self.begin_tick()?;
+        let mut inserted = Vec::new();
+        for send in sends {
+            if tick.insert_send(send)? {
+                inserted.push(send.clone());
+            }
+        }
+        for entry in entries {
+            tick.upsert_entry(entry)?;
+        }
+        tick.commit(now)?;
+        Ok(inserted)
+    }
+
+    /// Starts recording a tick: [`StateStore::record_tick`], with entries and sends
+    /// written as the engine decides them (a [`TickRecorder`] is an engine `Sink`) instead
+    /// of held until the end. Nothing of it is kept until [`TickRecorder::commit`].
+    pub fn begin_tick(&mut self) -> Result<TickRecorder<'_>, StateError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        let mut inserted = Vec::new();
-        {
-            let mut insert_send = tx
-                .prepare(
-                    "INSERT INTO sends (send_id, moment, customer_id, channel, grp, trigger_at,
-                                        sent_at, message)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (send_id) DO NOTHING",
-                )
-                .map_err(sqlite)?;
-            for send in sends {
-                let message =
-                    serde_json::to_string(&send.message).map_err(|e| StateError::Corrupt {
-                        path: path.clone(),
-                        detail: format!("cannot store the message of {}: {e}", send.send_id),
-                    })?;
-                let changed = insert_send
-                    .execute(params![
-                        send.send_id,
-                        send.moment,
-                        send.customer_id,
-                        send.channel,
-                        group_str(send.group),
-                        instant(send.trigger_at),
-                        instant(send.sent_at),
-                        message,
-                    ])
-                    .map_err(sqlite)?;
-                if changed > 0 {
-                    inserted.push(send.clone());
-                }
-            }
-            let mut upsert_entry = tx
-                .prepare(
-                    "INSERT INTO entries (moment, customer_id, trigger_at, due_at, fate, reason,
-                                          send_id, trigger_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (moment, customer_id, trigger_at, trigger_key) DO UPDATE SET
-                         due_at = excluded.due_at,
-                         fate = excluded.fate,
-                         reason = excluded.reason,
-                         send_id = excluded.send_id
-                     WHERE entries.fate IS NULL",
-                )
-                .map_err(sqlite)?;
-            for entry in entries {
-                upsert_entry
-                    .execute(params![
-                        entry.moment,
-                        entry.customer_id,
-                        instant(entry.trigger_at),
-                        instant(entry.due_at),
-                        entry.fate.map(Fate::as_str),
-                        entry.reason,
-                        entry.send_id,
-                        entry.trigger_key,
-                    ])
-                    .map_err(sqlite)?;
-            }
-            // Text order is time order, so MAX keeps the later instant.
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('processed_up_to', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                params![instant(now)],
-            )
-            .map_err(sqlite)?;
-        }
-        tx.commit().map_err(sqlite)?;
-        Ok(inserted)
+            .map_err(|e| StateError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        Ok(TickRecorder {
+            tx,
+            path: self.path.clone(),
+            error: None,
+            decided: Summary::new(),
+            new_sends: BTreeMap::new(),
+        })
     }
 
     /// The treatment sends not yet delivered that may be tried at `now`: due (`sent_at`
@@ -760,6 +721,151 @@ fn log_attempt(
 
 /// Fixed-width RFC 3339 in UTC with nanoseconds: text order is time order. Instants
 /// outside the years 0000–9999, which RFC 3339 cannot write, are clamped to them.
+/// One tick being recorded, in one open transaction (see [`StateStore::begin_tick`]).
+/// Dropped without [`TickRecorder::commit`], it leaves the store as it was.
+pub struct TickRecorder<'s> {
+    tx: rusqlite::Transaction<'s>,
+    path: PathBuf,
+    /// The first error met while the engine handed over entries and sends; `commit`
+    /// reports it instead of committing.
+    error: Option<StateError>,
+    /// Every entry this tick computed, by moment and fate (`pending` for undecided ones).
+    decided: Summary,
+    /// Sends new this tick, by moment: (treatment, control).
+    new_sends: BTreeMap<String, (u64, u64)>,
+}
+
+/// What a committed tick recorded.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Every entry the tick computed, by moment and fate (`pending` for undecided ones).
+    pub entries: Summary,
+    /// Sends new this tick, by moment: (treatment, control).
+    pub new_sends: BTreeMap<String, (u64, u64)>,
+}
+
+impl TickRecorder<'_> {
+    fn sqlite(&self, e: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    /// Inserts `send` unless its `send_id` is known (known ones stay untouched, their
+    /// delivery state included); true when it is new.
+    pub fn insert_send(&mut self, send: &Send) -> Result<bool, StateError> {
+        let message = serde_json::to_string(&send.message).map_err(|e| StateError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("cannot store the message of {}: {e}", send.send_id),
+        })?;
+        let changed = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO sends (send_id, moment, customer_id, channel, grp, trigger_at,
+                                    sent_at, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (send_id) DO NOTHING",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    send.send_id,
+                    send.moment,
+                    send.customer_id,
+                    send.channel,
+                    group_str(send.group),
+                    instant(send.trigger_at),
+                    instant(send.sent_at),
+                    message,
+                ])
+            })
+            .map_err(|e| self.sqlite(e))?;
+        if changed > 0 {
+            let counts = match self.new_sends.get_mut(&send.moment) {
+                Some(counts) => counts,
+                None => self.new_sends.entry(send.moment.clone()).or_default(),
+            };
+            match send.group {
+                Group::Treatment => counts.0 += 1,
+                Group::Control => counts.1 += 1,
+            }
+        }
+        Ok(changed > 0)
+    }
+
+    /// Inserts a new entry, or updates one still pending; an entry whose fate was already
+    /// recorded never changes.
+    pub fn upsert_entry(&mut self, entry: &Entry) -> Result<(), StateError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO entries (moment, customer_id, trigger_at, due_at, fate, reason,
+                                      send_id, trigger_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (moment, customer_id, trigger_at, trigger_key) DO UPDATE SET
+                     due_at = excluded.due_at,
+                     fate = excluded.fate,
+                     reason = excluded.reason,
+                     send_id = excluded.send_id
+                 WHERE entries.fate IS NULL",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![
+                    entry.moment,
+                    entry.customer_id,
+                    instant(entry.trigger_at),
+                    instant(entry.due_at),
+                    entry.fate.map(Fate::as_str),
+                    entry.reason,
+                    entry.send_id,
+                    entry.trigger_key,
+                ])
+            })
+            .map_err(|e| self.sqlite(e))?;
+        count_entry(&mut self.decided, entry);
+        Ok(())
+    }
+
+    /// Sets `processed_up_to` to `now` (never moving it back) and commits the tick; the
+    /// first error met on the way instead, committing nothing.
+    pub fn commit(self, now: DateTime<Utc>) -> Result<Tick, StateError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        // Text order is time order, so MAX keeps the later instant.
+        self.tx
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('processed_up_to', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                params![instant(now)],
+            )
+            .and_then(|_| self.tx.commit())
+            .map_err(|e| StateError::Sqlite {
+                path: self.path,
+                source: e,
+            })?;
+        Ok(Tick {
+            entries: self.decided,
+            new_sends: self.new_sends,
+        })
+    }
+}
+
+/// The engine hands its entries and sends straight to the transaction; after an error the
+/// rest is ignored and `commit` reports it.
+impl Sink for TickRecorder<'_> {
+    fn entry(&mut self, entry: Entry) {
+        if self.error.is_none() {
+            self.error = self.upsert_entry(&entry).err();
+        }
+    }
+
+    fn send(&mut self, send: Send) {
+        if self.error.is_none() {
+            self.error = self.insert_send(&send).err();
+        }
+    }
+}
+
 fn instant(t: DateTime<Utc>) -> String {
     let t = match t.year() {
         ..=-1 => "0000-01-01T00:00:00Z".parse().unwrap_or(t),

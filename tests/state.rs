@@ -437,3 +437,49 @@ fn a_version_1_database_is_migrated_and_keeps_its_entries() {
     assert_eq!(entries[0].customer_id, "ada");
     assert_eq!(entries[0].fate, Some(Fate::Cancelled));
 }
+
+#[test]
+fn a_tick_recorded_as_the_engine_decides_counts_what_it_wrote_and_a_dropped_one_leaves_nothing() {
+    use moments::engine::Sink;
+    let dir = TempDir::new("recorder");
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
+    store
+        .record_tick(at(9, 0), &[], &[send("old", Group::Treatment, at(9, 0))])
+        .unwrap();
+
+    // Dropped without a commit: nothing of it stays.
+    {
+        let mut tick = store.begin_tick().unwrap();
+        tick.send(send("lost", Group::Treatment, at(10, 0)));
+        tick.entry(entry("c-lost", Some(Fate::Sent), "sent"));
+    }
+    assert_eq!(ids(&store.sends().unwrap()), ["old"]);
+    assert!(store.entries().unwrap().is_empty());
+    assert_eq!(store.processed_up_to().unwrap(), Some(at(9, 0)));
+
+    // Handed over as an engine does: a send before its entry; a known send is not new.
+    let mut tick = store.begin_tick().unwrap();
+    tick.send(send("old", Group::Treatment, at(9, 0)));
+    tick.send(send("a", Group::Treatment, at(10, 0)));
+    tick.entry(entry("c-a", Some(Fate::Sent), "sent"));
+    tick.send(send("b", Group::Control, at(10, 0)));
+    tick.entry(entry("c-b", Some(Fate::Control), "control"));
+    tick.entry(entry("c-c", Some(Fate::Capped), "capped"));
+    tick.entry(entry("c-d", None, "pending"));
+    let recorded = tick.commit(at(11, 0)).unwrap();
+    assert_eq!(
+        recorded.new_sends,
+        BTreeMap::from([("cart_reminder".to_owned(), (1, 1))])
+    );
+    let fates: Vec<(&str, u64)> = recorded.entries["cart_reminder"]
+        .iter()
+        .map(|(fate, n)| (fate.as_str(), *n))
+        .collect();
+    assert_eq!(
+        fates,
+        [("capped", 1), ("control", 1), ("pending", 1), ("sent", 1)]
+    );
+    assert_eq!(ids(&store.sends().unwrap()), ["old", "a", "b"]);
+    assert_eq!(store.entries().unwrap().len(), 4);
+    assert_eq!(store.processed_up_to().unwrap(), Some(at(11, 0)));
+}
