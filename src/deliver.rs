@@ -174,14 +174,35 @@ pub fn deliver_pending(
     deliverer: &mut Deliverer,
     now: DateTime<Utc>,
 ) -> Result<DeliveryReport, DeliverError> {
-    let pending = store.undelivered(now)?;
     let mut report = DeliveryReport::default();
-    match deliverer {
-        Deliverer::Outbox(outbox) => outbox.deliver(store, &pending, now, &mut report)?,
-        Deliverer::Webhook(webhook) => webhook.deliver(store, &pending, now, &mut report)?,
+    // Hosts whose every try failed transiently in this call, with the error.
+    let mut down: BTreeMap<String, String> = BTreeMap::new();
+    let mut after: Option<(DateTime<Utc>, String)> = None;
+    loop {
+        let page = store.undelivered_page(
+            now,
+            after.as_ref().map(|(at, id)| (*at, id.as_str())),
+            DELIVERY_PAGE,
+        )?;
+        match deliverer {
+            Deliverer::Outbox(outbox) => outbox.deliver(store, &page, now, &mut report)?,
+            Deliverer::Webhook(webhook) => {
+                webhook.deliver(store, &page, now, &mut report, &mut down)?
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as u32 == DELIVERY_PAGE => {
+                after = Some((last.sent_at, last.send_id.clone()));
+            }
+            _ => break,
+        }
     }
     Ok(report)
 }
+
+/// Sends read from the store and delivered at once, at most: a backlog (the first tick
+/// over a long history) is delivered without holding all of it in memory.
+const DELIVERY_PAGE: u32 = 10_000;
 
 /// Records a failure of `send_id`: when to try again, or that delivery gives up.
 fn record_failure(
@@ -530,9 +551,8 @@ impl Webhook {
         pending: &[Send],
         now: DateTime<Utc>,
         report: &mut DeliveryReport,
+        down: &mut BTreeMap<String, String>,
     ) -> Result<(), DeliverError> {
-        // Hosts whose every try failed transiently in this call, with the error.
-        let mut down: BTreeMap<String, String> = BTreeMap::new();
         let policy = self.config.policy.clone();
         for send in pending {
             let outcome = match self.url_for(send) {

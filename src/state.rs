@@ -26,7 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use crate::engine::Sink;
@@ -350,15 +350,31 @@ impl StateStore {
     /// at or before `now`), not given up, and with no `next_attempt_at` or one at or
     /// before `now`. Sorted by (`sent_at`, `send_id`).
     pub fn undelivered(&self, now: DateTime<Utc>) -> Result<Vec<Send>, StateError> {
+        self.undelivered_page(now, None, u32::MAX)
+    }
+
+    /// [`StateStore::undelivered`] a page at a time: at most `limit` of them, after the
+    /// send (`sent_at`, `send_id`) of `after` when given, so that a backlog is delivered
+    /// without holding all of it.
+    pub fn undelivered_page(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Send>, StateError> {
         let now = instant(now);
+        // Text order is time order; "" comes before every instant and every id.
+        let (after_at, after_id) = after.map_or((String::new(), ""), |(at, id)| (instant(at), id));
         self.query_sends(
             &format!(
                 "SELECT {SEND_COLUMNS} FROM sends
                  WHERE grp = 'treatment' AND delivered_at IS NULL AND gave_up_at IS NULL
                    AND sent_at <= ?1 AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)
-                 ORDER BY sent_at, send_id"
+                   AND (sent_at, send_id) > (?2, ?3)
+                 ORDER BY sent_at, send_id
+                 LIMIT ?4"
             ),
-            &[&now],
+            &[&now, &after_at, &after_id, &limit],
         )
     }
 
@@ -872,12 +888,64 @@ fn instant(t: DateTime<Utc>) -> String {
         10000.. => "9999-12-31T23:59:59.999999999Z".parse().unwrap_or(t),
         _ => t,
     };
-    t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    // As `%Y-%m-%dT%H:%M:%S%.9fZ`, without parsing the format for every instant. A leap
+    // second is chrono's second 59 with a nanosecond past 999,999,999: written as `:60`.
+    let (date, time) = (t.date_naive(), t.time());
+    let (second, nanosecond) = match time.nanosecond() {
+        n @ 1_000_000_000.. => (time.second() + 1, n - 1_000_000_000),
+        n => (time.second(), n),
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        date.year(),
+        date.month(),
+        date.day(),
+        time.hour(),
+        time.minute(),
+        second,
+        nanosecond
+    )
 }
 
 fn group_str(group: Group) -> &'static str {
     match group {
         Group::Treatment => "treatment",
         Group::Control => "control",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instant;
+    use chrono::{DateTime, TimeZone, Utc};
+    use proptest::prelude::*;
+
+    fn chrono_format(t: DateTime<Utc>) -> String {
+        t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    }
+
+    #[test]
+    fn instants_are_written_as_chrono_writes_them() {
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .map(|n| Utc.from_utc_datetime(&n))
+            .unwrap();
+        for t in [
+            DateTime::<Utc>::UNIX_EPOCH,
+            Utc.with_ymd_and_hms(2024, 2, 29, 7, 5, 3).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            leap,
+        ] {
+            assert_eq!(instant(t), chrono_format(t));
+        }
+        assert_eq!(instant(leap), "2016-12-31T23:59:60.500000000Z");
+    }
+
+    proptest! {
+        #[test]
+        fn any_instant_from_year_0_to_9999(seconds in -62_167_219_200i64..253_402_300_800, nanos in 0u32..1_000_000_000) {
+            let t = DateTime::<Utc>::from_timestamp(seconds, nanos).unwrap();
+            prop_assert_eq!(instant(t), chrono_format(t));
+        }
     }
 }

@@ -91,6 +91,26 @@ fn webhook(endpoint: Option<String>, policy: RetryPolicy) -> Deliverer {
 // Outbox
 
 #[test]
+fn a_backlog_larger_than_a_page_is_delivered_whole_in_order() {
+    let dir = TempDir::new("outbox-backlog");
+    // 25,000 sends at several instants: delivery reads them in pages of 10,000, and page
+    // boundaries fall among sends of the same instant.
+    let sends: Vec<Send> = (0..25_000)
+        .map(|i| Send {
+            sent_at: at(10, 0) + chrono::Duration::seconds(i / 7_000),
+            ..email(&format!("s{i:05}"), Group::Treatment)
+        })
+        .collect();
+    let mut store = store_with(&dir, &sends);
+    let mut outbox = Deliverer::Outbox(Outbox::open(&dir.join("outbox.ndjson")).unwrap());
+    let report = deliver_pending(&mut store, &mut outbox, at(11, 0)).unwrap();
+    assert_eq!((report.delivered, report.failed), (25_000, 0));
+    let written = outbox_lines(&dir);
+    assert_eq!(ids(&written), ids(&sends));
+    assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
+}
+
+#[test]
 fn the_outbox_writes_each_treatment_send_once() {
     let dir = TempDir::new("outbox-once");
     let sends = [
