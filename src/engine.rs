@@ -482,11 +482,13 @@ pub fn run_partitioned(
                 (Some(_), RecordKind::Identify { .. }) => false,
             };
             let owner = record.customer.as_deref().map(|c| partition(c, parts));
-            for (part, batch) in batches.iter_mut().enumerate() {
-                if everyone && Some(part) != owner {
-                    batch.push(record.clone());
-                    if batch.len() >= RECORD_BATCH {
-                        hand_over(part, batch);
+            if everyone {
+                for (part, batch) in batches.iter_mut().enumerate() {
+                    if Some(part) != owner {
+                        batch.push(record.clone());
+                        if batch.len() >= RECORD_BATCH {
+                            hand_over(part, batch);
+                        }
                     }
                 }
             }
