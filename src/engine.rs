@@ -1908,15 +1908,15 @@ impl<'m> Engine<'m> {
             return;
         }
         for index in 0..self.moments.len() {
-            let TriggerSource::Every { cron, zone } = &self.moments[index].source else {
-                continue;
-            };
-            let (cron, fixed_zone) = (cron.clone(), *zone);
             // Nothing to do before the next instant of the schedule in any zone a customer
             // is in; only then group the customers by zone.
             if self.next_fire[index].is_some_and(|next| next > until) {
                 continue;
             }
+            let TriggerSource::Every { cron, zone } = &self.moments[index].source else {
+                continue;
+            };
+            let (cron, fixed_zone) = (cron.clone(), *zone);
             let zones: Vec<Tz> = match fixed_zone {
                 Some(z) => vec![z],
                 None => self.zones.values().copied().collect(),

@@ -393,12 +393,12 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let at = instant(at);
         self.with_known_sends(send_ids, |tx, send_id| {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE sends SET delivered_at = COALESCE(delivered_at, ?2),
                                   attempts = attempts + 1, next_attempt_at = NULL
                  WHERE send_id = ?1",
-                params![send_id, at],
-            )?;
+            )?
+            .execute(params![send_id, at])?;
             log_attempt(tx, send_id, &at, "delivered", "")
         })
     }
@@ -596,11 +596,8 @@ impl StateStore {
         for send_id in send_ids {
             let send_id = send_id.as_ref();
             let known = tx
-                .query_row(
-                    "SELECT 1 FROM sends WHERE send_id = ?1",
-                    params![send_id],
-                    |_| Ok(()),
-                )
+                .prepare_cached("SELECT 1 FROM sends WHERE send_id = ?1")
+                .and_then(|mut select| select.query_row(params![send_id], |_| Ok(())))
                 .optional()
                 .map_err(sqlite)?
                 .is_some();
@@ -728,10 +725,10 @@ fn log_attempt(
     outcome: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO attempts (send_id, at, outcome, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![send_id, at, outcome, detail],
-    )
+    )?
+    .execute(params![send_id, at, outcome, detail])
     .map(drop)
 }
 
