@@ -17,6 +17,7 @@ pub mod explain;
 pub mod format;
 pub(crate) mod fx;
 pub mod kpi;
+pub mod lanes;
 pub mod model;
 pub mod outcome;
 pub mod output;

@@ -89,6 +89,10 @@ enum Command {
         /// The endpoint (with `--deliver webhook`); `webhook` messages go to their own `url`.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Engines deciding side by side, each for a share of the customers (default: one
+        /// per core, at most 8). What is recorded is the same whatever the number.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: Option<u16>,
     },
     /// Dry-run the campaigns over historical data, keeping no state.
     ///
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> u8 {
             deliver,
             outbox,
             endpoint,
+            threads,
         } => {
             if every.is_some() && now.is_some() {
                 eprintln!("error: `--every` ticks on the clock; it cannot be used with `--now`");
@@ -274,7 +279,8 @@ fn run(cli: Cli) -> u8 {
                 outbox,
                 endpoint,
             };
-            run_ticks(&campaigns, &data, now, every, &state, &deliver)
+            let engines = engine_threads(threads);
+            run_ticks(&campaigns, &data, now, every, &state, &deliver, engines)
         }
         Command::SampleData {
             customers,
@@ -576,6 +582,14 @@ fn known_moment(
     Err(2)
 }
 
+/// How many engines decide side by side: `--threads`, or one per core up to 8.
+fn engine_threads(threads: Option<u16>) -> usize {
+    threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        usize::from,
+    )
+}
+
 fn backtest(
     campaigns: &std::path::Path,
     data: &std::path::Path,
@@ -603,25 +617,18 @@ fn backtest(
     }
     let started = std::time::Instant::now();
     let mut stream = dataset.records();
-    let threads = threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-        usize::from,
-    );
-    let ran = moments::backtest::BacktestWriter::new(out, None).and_then(|files| {
-        let mut lanes: Vec<_> = (0..threads).map(|_| files.lane()).collect();
-        let out_of_fuel = moments::engine::run_partitioned(
-            &model,
-            Progress::new(stream.by_ref(), "backtest"),
-            Some(from),
-            to,
-            lanes
-                .iter_mut()
-                .map(|lane| lane as &mut (dyn moments::engine::Sink + Send))
-                .collect(),
-        );
-        drop(lanes);
-        let written = files.finish();
-        Ok((out_of_fuel?, written?))
+    let ran = moments::lanes::run_beside(
+        &model,
+        Progress::new(stream.by_ref(), "backtest"),
+        Some(from),
+        to,
+        engine_threads(threads),
+        || Ok(moments::backtest::BacktestFiles::new(out, None)),
+        moments::backtest::BacktestFiles::finish,
+    )
+    .map(|(written, out_of_fuel)| (out_of_fuel, written))
+    .map_err(|e| match e {
+        moments::lanes::BesideError::Thread(e) | moments::lanes::BesideError::Sink(e) => e,
     });
     let rejects = stream.take_rejects();
     let (out_of_fuel, written) = match ran.and_then(|(out_of_fuel, written)| {
@@ -691,6 +698,7 @@ fn run_ticks(
     every: Option<std::time::Duration>,
     state: &std::path::Path,
     deliver: &DeliverOptions,
+    engines: usize,
 ) -> u8 {
     use moments::deliver::{Deliverer, Outbox, Webhook, WebhookConfig};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -739,7 +747,7 @@ fn run_ticks(
     };
     let Some(every) = every else {
         let now = now.unwrap_or_else(chrono::Utc::now);
-        return tick(&model, data, now, &mut store, &mut deliverer, true);
+        return tick(&model, data, now, &mut store, &mut deliverer, true, engines);
     };
     // A signal only raises the flag: the tick in flight finishes and commits, then the
     // loop ends.
@@ -764,6 +772,7 @@ fn run_ticks(
             &mut store,
             &mut deliverer,
             false,
+            engines,
         );
         if code == 2 {
             return code;
@@ -787,6 +796,7 @@ fn tick(
     store: &mut moments::state::StateStore,
     deliverer: &mut moments::deliver::Deliverer,
     table: bool,
+    engines: usize,
 ) -> u8 {
     // Opened each tick, so files added since the last one are read.
     let dataset = match open_data(data, model) {
@@ -794,17 +804,26 @@ fn tick(
         Err(code) => return code,
     };
     let mut stream = dataset.records();
-    // Entries and sends go into the tick's transaction as the engine decides them.
-    let recorded = store.begin_tick().and_then(|mut recorder| {
-        let out_of_fuel =
-            moments::engine::run_into(model, stream.by_ref(), None, now, &mut recorder);
-        Ok((recorder.commit(now)?, out_of_fuel))
-    });
+    // Entries and sends go into the tick's transaction as the engines decide them. The
+    // transaction lives on the thread that writes it.
+    let recorded = moments::lanes::run_beside(
+        model,
+        stream.by_ref(),
+        None,
+        now,
+        engines,
+        || store.begin_tick(),
+        |recorder| recorder.commit(now),
+    );
     let rejects = stream.take_rejects();
     let (recorded, out_of_fuel) = match recorded {
         Ok(done) => done,
-        Err(e) => {
+        Err(moments::lanes::BesideError::Sink(e)) => {
             eprintln!("error: {e}");
+            return 2;
+        }
+        Err(moments::lanes::BesideError::Thread(e)) => {
+            eprintln!("error: cannot run the engines: {e}");
             return 2;
         }
     };

@@ -6,8 +6,8 @@ mod common;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
-use moments::backtest::BacktestWriter;
-use moments::engine::Sink;
+use moments::backtest::BacktestFiles;
+use moments::lanes::run_beside;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
 
@@ -99,15 +99,16 @@ fn a_backtest_written_in_small_runs_by_one_or_several_engines_is_the_engines_sor
     // spill in dozens of runs.
     for engines in [1, 3] {
         let dir = TempDir::new("backtest-runs");
-        let files = BacktestWriter::new(dir.path(), Some(256 << 10)).expect("writer");
-        let mut lanes: Vec<_> = (0..engines).map(|_| files.lane()).collect();
-        let sinks = lanes
-            .iter_mut()
-            .map(|lane| lane as &mut (dyn Sink + Send))
-            .collect();
-        moments::engine::run_partitioned(&model, data.records(), from, to, sinks).expect("run");
-        drop(lanes);
-        let written = files.finish().expect("write");
+        let (written, _) = run_beside(
+            &model,
+            data.records(),
+            from,
+            to,
+            engines,
+            || Ok(BacktestFiles::new(dir.path(), Some(256 << 10))),
+            BacktestFiles::finish,
+        )
+        .expect("write");
         assert_eq!(written.entries, in_memory.entries.len() as u64);
         assert_eq!(written.sends, in_memory.sends.len() as u64);
         assert_eq!(

@@ -483,3 +483,98 @@ fn a_tick_recorded_as_the_engine_decides_counts_what_it_wrote_and_a_dropped_one_
     assert_eq!(store.entries().unwrap().len(), 4);
     assert_eq!(store.processed_up_to().unwrap(), Some(at(11, 0)));
 }
+
+/// Two ticks over the sample shop as `moments run` records them: the engines on threads of
+/// their own, the transaction on another.
+fn tick_beside(store: &mut StateStore, engines: usize, now: DateTime<Utc>) -> (u64, u64) {
+    let (model, data) = common::sample_shop();
+    let (tick, _) = moments::lanes::run_beside(
+        &model,
+        data.records(),
+        None,
+        now,
+        engines,
+        || store.begin_tick(),
+        |recorder| recorder.commit(now),
+    )
+    .expect("record the tick");
+    let new_sends = tick.new_sends.values().map(|(t, c)| t + c).sum();
+    let pending = tick.entries.values().filter_map(|f| f.get("pending")).sum();
+    (new_sends, pending)
+}
+
+#[test]
+fn a_tick_recorded_by_several_engines_is_the_tick_one_engine_records() {
+    let first = Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap();
+    let second = Utc.with_ymd_and_hms(2026, 12, 20, 6, 0, 0).unwrap();
+    // The reference: the engine's whole output, recorded at once.
+    let dir = TempDir::new("state-engines");
+    let mut reference = StateStore::open(&dir.join("reference.db")).unwrap();
+    let (model, data) = common::sample_shop();
+    for now in [first, second] {
+        let out = moments::engine::run(&model, data.records(), None, now);
+        reference
+            .record_tick(now, &out.entries, &out.sends)
+            .unwrap();
+    }
+    let (sends, entries) = (reference.sends().unwrap(), reference.entries().unwrap());
+    assert!(sends.len() > 1_000, "{}", sends.len());
+
+    for engines in [1, 3] {
+        let mut store = StateStore::open(&dir.join(format!("{engines}.db"))).unwrap();
+        let (new_first, _) = tick_beside(&mut store, engines, first);
+        let (new_second, pending) = tick_beside(&mut store, engines, second);
+        assert_eq!(
+            (new_first + new_second) as usize,
+            sends.len(),
+            "{engines} engines"
+        );
+        assert!(new_second > 0, "{engines} engines: the second tick sends");
+        assert_eq!(
+            pending as usize,
+            entries.iter().filter(|e| e.fate.is_none()).count(),
+            "{engines} engines"
+        );
+        assert!(
+            store.sends().unwrap() == sends,
+            "{engines} engines: sends differ"
+        );
+        assert!(
+            store.entries().unwrap() == entries,
+            "{engines} engines: entries differ"
+        );
+        assert_eq!(store.processed_up_to().unwrap(), Some(second));
+    }
+}
+
+#[test]
+fn a_tick_on_a_store_that_cannot_be_written_reads_no_record() {
+    let dir = TempDir::new("state-beside-locked");
+    let path = dir.join("state.db");
+    let mut store = StateStore::open_with_timeout(&path, Duration::from_millis(100)).unwrap();
+    let _other = hold_write_lock(&path);
+    let (model, _) = common::sample_shop();
+    let mut read = 0;
+    let records = std::iter::from_fn(|| {
+        read += 1;
+        None
+    });
+    let now = Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap();
+    let result = moments::lanes::run_beside(
+        &model,
+        records,
+        None,
+        now,
+        2,
+        || store.begin_tick(),
+        |recorder| recorder.commit(now),
+    );
+    assert!(
+        matches!(result, Err(moments::lanes::BesideError::Sink(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        read, 0,
+        "records were read for a tick that cannot be recorded"
+    );
+}
