@@ -21,6 +21,10 @@
 //!   an outbox write error) is tried again within the same call, after 0.5 s and 1 s
 //!   (three tries in all), then left for a later call at `now` + 1 min, doubling with each
 //!   recorded failure up to 12 h;
+//! - a 429 or 503 with `Retry-After` (seconds, or an HTTP date counted from the response's
+//!   `Date`) is transient, but the next try waits at least that long (up to 12 h): within
+//!   the call only when the wait is no longer than the pause before the next try, else in
+//!   a later call, and the host's other sends wait with it;
 //! - a *permanent* failure (any other HTTP 4xx, a 3xx, a bad URL, no endpoint, `https`
 //!   in a build without TLS) is not tried again within the call, and is left for a later
 //!   call at `now` + 1 h, doubling up to 12 h: someone may fix the receiver or the
@@ -176,7 +180,7 @@ pub fn deliver_pending(
 ) -> Result<DeliveryReport, DeliverError> {
     let mut report = DeliveryReport::default();
     // Hosts whose every try failed transiently in this call, with the error.
-    let mut down: BTreeMap<String, String> = BTreeMap::new();
+    let mut down: BTreeMap<String, Down> = BTreeMap::new();
     let mut after: Option<(DateTime<Utc>, String)> = None;
     loop {
         let page = store.undelivered_page(
@@ -204,16 +208,42 @@ pub fn deliver_pending(
 /// over a long history) is delivered without holding all of it in memory.
 const DELIVERY_PAGE: u32 = 10_000;
 
+/// A host found down in one delivery call: the error, and the wait its receiver asked for.
+type Down = (String, Option<Duration>);
+
+/// One failed attempt, as recorded.
+struct Failure<'e> {
+    kind: FailureKind,
+    error: &'e str,
+    /// The receiver's `Retry-After`: the next attempt comes no sooner (within the
+    /// policy's longest wait).
+    wait_at_least: Option<Duration>,
+}
+
+impl<'e> Failure<'e> {
+    fn new(kind: FailureKind, error: &'e str) -> Failure<'e> {
+        Failure {
+            kind,
+            error,
+            wait_at_least: None,
+        }
+    }
+}
+
 /// Records a failure of `send_id`: when to try again, or that delivery gives up.
 fn record_failure(
     store: &mut StateStore,
     policy: &RetryPolicy,
     send_id: &str,
     now: DateTime<Utc>,
-    kind: FailureKind,
-    error: &str,
+    failure: Failure<'_>,
     report: &mut DeliveryReport,
 ) -> Result<(), StateError> {
+    let Failure {
+        kind,
+        error,
+        wait_at_least,
+    } = failure;
     let failures = store
         .delivery(send_id)?
         .map_or(0, |d| d.attempts)
@@ -226,7 +256,8 @@ fn record_failure(
             "{send_id}: {error} (gave up after {failures} attempts)"
         ));
     } else {
-        let wait = policy.backoff(kind, failures);
+        let asked = wait_at_least.map_or(Duration::ZERO, |w| w.min(policy.max_backoff));
+        let wait = policy.backoff(kind, failures).max(asked);
         let next = chrono::Duration::from_std(wait)
             .ok()
             .and_then(|wait| now.checked_add_signed(wait))
@@ -378,15 +409,8 @@ impl Outbox {
         if let Some(e) = last_error {
             let error = format!("cannot write to the outbox {}: {e}", self.path.display());
             for send in remaining {
-                record_failure(
-                    store,
-                    &self.policy,
-                    &send.send_id,
-                    now,
-                    FailureKind::Transient,
-                    &error,
-                    report,
-                )?;
+                let failure = Failure::new(FailureKind::Transient, &error);
+                record_failure(store, &self.policy, &send.send_id, now, failure, report)?;
             }
         }
         Ok(())
@@ -522,6 +546,8 @@ impl fmt::Debug for Webhook {
 enum Posted {
     Delivered,
     Failed(FailureKind, String),
+    /// HTTP 429 or 503 with `Retry-After`: a transient failure, and the receiver's wait.
+    Throttled(String, Duration),
 }
 
 impl Webhook {
@@ -551,7 +577,7 @@ impl Webhook {
         pending: &[Send],
         now: DateTime<Utc>,
         report: &mut DeliveryReport,
-        down: &mut BTreeMap<String, String>,
+        down: &mut BTreeMap<String, Down>,
     ) -> Result<(), DeliverError> {
         let policy = self.config.policy.clone();
         for send in pending {
@@ -566,14 +592,24 @@ impl Webhook {
                 Some(url) => {
                     let host = host_of(url);
                     match down.get(&host) {
-                        Some(error) => Posted::Failed(
-                            FailureKind::Transient,
-                            format!("not tried: {host} failed earlier in this run: {error}"),
-                        ),
+                        Some((error, wait)) => {
+                            let error =
+                                format!("not tried: {host} failed earlier in this run: {error}");
+                            match wait {
+                                Some(wait) => Posted::Throttled(error, *wait),
+                                None => Posted::Failed(FailureKind::Transient, error),
+                            }
+                        }
                         None => {
                             let outcome = self.post_with_retries(url, send);
-                            if let Posted::Failed(FailureKind::Transient, error) = &outcome {
-                                down.insert(host, error.clone());
+                            match &outcome {
+                                Posted::Failed(FailureKind::Transient, error) => {
+                                    down.insert(host, (error.clone(), None));
+                                }
+                                Posted::Throttled(error, wait) => {
+                                    down.insert(host, (error.clone(), Some(*wait)));
+                                }
+                                _ => {}
                             }
                             outcome
                         }
@@ -586,7 +622,15 @@ impl Webhook {
                     report.delivered += 1;
                 }
                 Posted::Failed(kind, error) => {
-                    record_failure(store, &policy, &send.send_id, now, kind, &error, report)?;
+                    let failure = Failure::new(kind, &error);
+                    record_failure(store, &policy, &send.send_id, now, failure, report)?;
+                }
+                Posted::Throttled(error, wait) => {
+                    let failure = Failure {
+                        wait_at_least: Some(wait),
+                        ..Failure::new(FailureKind::Transient, &error)
+                    };
+                    record_failure(store, &policy, &send.send_id, now, failure, report)?;
                 }
             }
         }
@@ -630,6 +674,20 @@ impl Webhook {
                     return Posted::Failed(FailureKind::Permanent, error)
                 }
                 Posted::Failed(FailureKind::Transient, error) => errors.push(error),
+                // Tried again within the call only when the receiver's wait is no longer
+                // than the pause before the next try.
+                Posted::Throttled(error, wait) => {
+                    errors.push(error);
+                    let next = try_index + 1;
+                    if next >= tries || wait > self.config.policy.pause_before(next) {
+                        errors.dedup();
+                        let error = match next {
+                            1 => errors.join("; "),
+                            _ => format!("{next} tries: {}", errors.join("; ")),
+                        };
+                        return Posted::Throttled(error, wait);
+                    }
+                }
             }
         }
         errors.dedup();
@@ -695,6 +753,18 @@ impl Webhook {
         if (200..300).contains(&status) {
             return Posted::Delivered;
         }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = match status {
+            429 | 503 => header("retry-after")
+                .and_then(|value| retry_after(&value, header("date").as_deref(), Utc::now())),
+            _ => None,
+        };
         let location = response
             .headers()
             .get("location")
@@ -716,6 +786,10 @@ impl Webhook {
             error.push_str(": ");
             error.push_str(&snippet);
         }
+        if let Some(wait) = retry_after {
+            error.push_str(&format!(" (retry after {}s)", wait.as_secs()));
+            return Posted::Throttled(error, wait);
+        }
         let kind = if status >= 500 || status == 408 || status == 429 {
             FailureKind::Transient
         } else {
@@ -732,6 +806,24 @@ fn own_url(send: &Send) -> Option<&str> {
         .flatten()
         .map(|u| u.trim())
         .filter(|u| !u.is_empty())
+}
+
+/// The wait a `Retry-After` header asks for: whole seconds, or an HTTP date, counted from
+/// the response's `Date` (the receiver's clock) or else from `clock`. `None` when it does
+/// not parse; a date already past asks for no wait.
+fn retry_after(value: &str, date: Option<&str>, clock: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let http_date = |text: &str| {
+        DateTime::parse_from_rfc2822(text.trim())
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    };
+    let until = http_date(value)?;
+    let from = date.and_then(http_date).unwrap_or(clock);
+    Some((until - from).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// The scheme and authority of `url`, to group sends by receiver.

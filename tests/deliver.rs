@@ -243,13 +243,16 @@ impl Request {
     }
 }
 
+/// A status to answer with, and header lines to add (each ending in CRLF).
+type Answer = (u16, String);
+
 /// An HTTP/1.1 server on 127.0.0.1 that records every request and answers each with the
 /// next queued status (200 when none is queued), one request per connection. It stops
 /// when dropped, or after a minute at the latest.
 struct Server {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
-    statuses: Arc<Mutex<VecDeque<u16>>>,
+    statuses: Arc<Mutex<VecDeque<Answer>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -297,7 +300,14 @@ impl Server {
 
     /// Queues statuses for the next requests.
     fn answer(&self, statuses: &[u16]) {
-        self.statuses.lock().unwrap().extend(statuses);
+        let answers = statuses.iter().map(|&status| (status, String::new()));
+        self.statuses.lock().unwrap().extend(answers);
+    }
+
+    /// Queues a status with headers (`"Retry-After: 120"`) for the next request.
+    fn answer_with(&self, status: u16, headers: &[&str]) {
+        let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        self.statuses.lock().unwrap().push_back((status, headers));
     }
 
     fn requests(&self) -> Vec<Request> {
@@ -317,7 +327,7 @@ impl Drop for Server {
 fn serve(
     stream: TcpStream,
     requests: &Mutex<Vec<Request>>,
-    statuses: &Mutex<VecDeque<u16>>,
+    statuses: &Mutex<VecDeque<Answer>>,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -350,7 +360,11 @@ fn serve(
         headers,
         body,
     });
-    let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+    let (status, extra_headers) = statuses
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or((200, String::new()));
     let text = if status < 300 {
         "ok"
     } else {
@@ -360,7 +374,7 @@ fn serve(
     write!(
         stream,
         "HTTP/1.1 {status} Whatever\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
-         Location: http://elsewhere.invalid/\r\nConnection: close\r\n\r\n{text}",
+         Location: http://elsewhere.invalid/\r\n{extra_headers}Connection: close\r\n\r\n{text}",
         text.len()
     )?;
     stream.flush()
@@ -565,6 +579,72 @@ fn a_429_is_transient() {
     let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
     assert_eq!(report.delivered, 1);
     assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn a_429_with_retry_after_waits_as_asked_and_spares_the_host() {
+    let server = Server::start();
+    // The receiver asks for 2 hours: longer than the first backoff (1 min), so no second
+    // try in this call, the next call not before 12:00, and the other send to the same
+    // host is not tried either.
+    server.answer_with(429, &["Retry-After: 7200"]);
+    let dir = TempDir::new("webhook-retry-after");
+    let url = server.url("/hook");
+    let mut store = store_with(&dir, &[webhook_send("w1", &url), webhook_send("w2", &url)]);
+    let mut deliverer = webhook(None, fast_policy());
+
+    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+    assert_eq!((report.delivered, report.failed), (0, 2));
+    assert_eq!(server.requests().len(), 1);
+    for id in ["w1", "w2"] {
+        let delivery = store.delivery(id).unwrap().unwrap();
+        assert_eq!(delivery.next_attempt_at, Some(at(12, 0)), "{id}");
+        let error = delivery.last_error.unwrap();
+        assert!(
+            error.contains("HTTP 429") && error.contains("retry after 7200s"),
+            "{error}"
+        );
+    }
+    // Not due before then; delivered once the wait is over.
+    let report = deliver_pending(&mut store, &mut deliverer, at(11, 59)).unwrap();
+    assert_eq!((report.delivered, report.failed), (0, 0));
+    let report = deliver_pending(&mut store, &mut deliverer, at(12, 0)).unwrap();
+    assert_eq!(report.delivered, 2);
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn a_503_with_a_retry_after_date_counts_from_the_receivers_clock() {
+    let server = Server::start();
+    // Ten minutes after the receiver's own `Date`, whatever this machine's clock says.
+    server.answer_with(
+        503,
+        &[
+            "Date: Tue, 24 Nov 2026 09:00:00 GMT",
+            "Retry-After: Tue, 24 Nov 2026 09:10:00 GMT",
+        ],
+    );
+    let dir = TempDir::new("webhook-retry-after-date");
+    let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
+    let mut deliverer = webhook(None, fast_policy());
+    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+    assert_eq!(report.failed, 1);
+    assert_eq!(server.requests().len(), 1);
+    let delivery = store.delivery("w1").unwrap().unwrap();
+    assert_eq!(delivery.next_attempt_at, Some(at(10, 10)));
+}
+
+#[test]
+fn a_short_retry_after_is_waited_within_the_call() {
+    let server = Server::start();
+    // No longer than the pause before the next try (10 ms here): tried again at once.
+    server.answer_with(429, &["Retry-After: 0"]);
+    let dir = TempDir::new("webhook-retry-after-short");
+    let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
+    let mut deliverer = webhook(None, fast_policy());
+    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
