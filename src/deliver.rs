@@ -6,7 +6,8 @@
 //!   another program reads. Exactly once, crashes included: the line is synced to disk
 //!   before the send is marked delivered, and a send whose id is already in the file is
 //!   only marked (the crash came between the two). A line torn by a crash is cut off when
-//!   the outbox is opened.
+//!   the outbox is opened. The store remembers where the file ended at each mark, so only
+//!   the lines after it need reading ([`Outbox::open_for`]).
 //! - [`Webhook`]: an HTTP `POST` of the send as JSON to the endpoint, with the header
 //!   `Idempotency-Key: <send_id>` so the receiver can drop a repeat. A `webhook` message is
 //!   a partner's request: it goes to its own `url`, with its rendered `body` and its
@@ -49,7 +50,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::outcome::Send;
-use crate::state::{StateError, StateStore};
+use crate::state::{OutboxMark, StateError, StateStore};
 
 /// Where the outbox lives unless told otherwise, relative to the project directory.
 pub const DEFAULT_OUTBOX_PATH: &str = ".moments/outbox.ndjson";
@@ -277,9 +278,13 @@ fn record_failure(
 pub struct Outbox {
     path: PathBuf,
     file: File,
+    /// Its canonical path and which file it is, for the store's [`OutboxMark`].
+    canonical: String,
+    identity: String,
     /// Length of the file up to its last complete line.
     len: u64,
-    /// The `send_id` of every line in the file.
+    /// The `send_id` of every line read or written that the store may not know as
+    /// delivered: every line of the file, or those after the store's mark.
     ids: HashSet<String>,
     policy: RetryPolicy,
 }
@@ -290,6 +295,19 @@ impl Outbox {
     /// middle of a write, is cut off (its send was never marked delivered, so it is written
     /// again). A complete line that is not a send is an error: the file is someone's data.
     pub fn open(path: &Path) -> Result<Outbox, DeliverError> {
+        Outbox::open_after(path, None)
+    }
+
+    /// [`Outbox::open`] to deliver the sends of `store`: only the lines after the store's
+    /// mark are read (every line before it is a send marked delivered), so opening costs
+    /// what the last, perhaps interrupted, delivery wrote rather than the whole history.
+    /// The whole file is read when there is no mark, or when the file was replaced or cut
+    /// shorter since.
+    pub fn open_for(path: &Path, store: &StateStore) -> Result<Outbox, DeliverError> {
+        Outbox::open_after(path, Some(store))
+    }
+
+    fn open_after(path: &Path, store: Option<&StateStore>) -> Result<Outbox, DeliverError> {
         let error = |detail: String| DeliverError::Outbox {
             path: path.to_path_buf(),
             detail,
@@ -308,12 +326,27 @@ impl Outbox {
         if !existed {
             sync_parent(path);
         }
+        let metadata = file
+            .metadata()
+            .map_err(|e| error(format!("cannot read: {e}")))?;
+        let identity = file_identity(&metadata);
+        let canonical = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
+        let start = match store {
+            Some(store) => store
+                .outbox_mark(&canonical)?
+                .filter(|mark| mark.file == identity && mark.len <= metadata.len())
+                .map_or(0, |mark| mark.len),
+            None => 0,
+        };
         // Read line by line: the outbox may be large, only its ids are kept.
-        file.seek(SeekFrom::Start(0))
+        file.seek(SeekFrom::Start(start))
             .map_err(|e| error(format!("cannot read: {e}")))?;
         let mut reader = io::BufReader::new(&file);
         let mut ids = HashSet::new();
-        let mut len = 0u64;
+        let mut len = start;
         let mut torn = false;
         let mut line = Vec::new();
         for number in 1.. {
@@ -332,8 +365,12 @@ impl Outbox {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let id = serde_json::from_slice::<SendId>(&line)
-                .map_err(|e| error(format!("line {number} is not a send: {e}")))?;
+            let id = serde_json::from_slice::<SendId>(&line).map_err(|e| match start {
+                0 => error(format!("line {number} is not a send: {e}")),
+                _ => error(format!(
+                    "line {number} after byte {start} is not a send: {e}"
+                )),
+            })?;
             ids.insert(id.send_id);
         }
         drop(reader);
@@ -345,6 +382,8 @@ impl Outbox {
         Ok(Outbox {
             path: path.to_path_buf(),
             file,
+            canonical,
+            identity,
             len,
             ids,
             policy: RetryPolicy::default(),
@@ -404,7 +443,17 @@ impl Outbox {
             remaining = &remaining[n..];
             last_error = error;
         }
-        store.mark_delivered_many(&delivered, now)?;
+        if !delivered.is_empty() {
+            let mark = OutboxMark {
+                outbox: self.canonical.clone(),
+                file: self.identity.clone(),
+                len: self.len,
+            };
+            store.mark_written_to_outbox(&delivered, now, &mark)?;
+            // INVARIANT: every line before `len` is now a send marked delivered, and the
+            // store's mark says so: their ids are not needed any more.
+            self.ids.clear();
+        }
         report.delivered += delivered.len();
         if let Some(e) = last_error {
             let error = format!("cannot write to the outbox {}: {e}", self.path.display());
@@ -481,6 +530,21 @@ impl Outbox {
 #[derive(serde::Deserialize)]
 struct SendId {
     send_id: String,
+}
+
+/// Which file this is, so that a file moved away and replaced is not taken for the one the
+/// store's mark is about: device and inode on Unix.
+fn file_identity(metadata: &std::fs::Metadata) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        format!("{}:{}", metadata.dev(), metadata.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        String::new()
+    }
 }
 
 /// Makes a new file's directory entry durable. Best effort (and a no-op off Unix).

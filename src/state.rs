@@ -391,16 +391,75 @@ impl StateStore {
         send_ids: &[S],
         at: DateTime<Utc>,
     ) -> Result<(), StateError> {
+        self.mark_delivered_with(send_ids, at, None)
+    }
+
+    /// [`StateStore::mark_delivered_many`] for sends just written to an outbox, and, in the
+    /// same transaction, where that outbox now ends ([`StateStore::outbox_mark`]).
+    pub fn mark_written_to_outbox<S: AsRef<str>>(
+        &mut self,
+        send_ids: &[S],
+        at: DateTime<Utc>,
+        mark: &OutboxMark,
+    ) -> Result<(), StateError> {
+        self.mark_delivered_with(send_ids, at, Some(mark))
+    }
+
+    fn mark_delivered_with<S: AsRef<str>>(
+        &mut self,
+        send_ids: &[S],
+        at: DateTime<Utc>,
+        outbox: Option<&OutboxMark>,
+    ) -> Result<(), StateError> {
         let at = instant(at);
-        self.with_known_sends(send_ids, |tx, send_id| {
-            tx.prepare_cached(
-                "UPDATE sends SET delivered_at = COALESCE(delivered_at, ?2),
-                                  attempts = attempts + 1, next_attempt_at = NULL
-                 WHERE send_id = ?1",
-            )?
-            .execute(params![send_id, at])?;
-            log_attempt(tx, send_id, &at, "delivered", "")
-        })
+        let marked = |tx: &rusqlite::Transaction<'_>| match outbox {
+            Some(mark) => tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![
+                    format!("outbox:{}", mark.outbox),
+                    format!("{} {}", mark.file, mark.len)
+                ])
+                .map(drop),
+            None => Ok(()),
+        };
+        self.with_known_sends(
+            send_ids,
+            |tx, send_id| {
+                tx.prepare_cached(
+                    "UPDATE sends SET delivered_at = COALESCE(delivered_at, ?2),
+                                      attempts = attempts + 1, next_attempt_at = NULL
+                     WHERE send_id = ?1",
+                )?
+                .execute(params![send_id, at])?;
+                log_attempt(tx, send_id, &at, "delivered", "")
+            },
+            marked,
+        )
+    }
+
+    /// Where the outbox `outbox` (its canonical path) ended when sends written to it were
+    /// last marked delivered: every line before that is a delivered send.
+    pub fn outbox_mark(&self, outbox: &str) -> Result<Option<OutboxMark>, StateError> {
+        let value: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![format!("outbox:{outbox}")],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        Ok(value.and_then(|value| {
+            let (file, len) = value.rsplit_once(' ')?;
+            Some(OutboxMark {
+                outbox: outbox.to_owned(),
+                file: file.to_owned(),
+                len: len.parse().ok()?,
+            })
+        }))
     }
 
     /// Records a failed attempt: the error, and when to try again. A send already
@@ -414,14 +473,18 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let at = instant(at);
         let next = instant(next_attempt_at);
-        self.with_known_sends(&[send_id], |tx, send_id| {
-            tx.execute(
-                "UPDATE sends SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
-                 WHERE send_id = ?1 AND delivered_at IS NULL",
-                params![send_id, error, next],
-            )?;
-            log_attempt(tx, send_id, &at, "failed", error)
-        })
+        self.with_known_sends(
+            &[send_id],
+            |tx, send_id| {
+                tx.execute(
+                    "UPDATE sends SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                     WHERE send_id = ?1 AND delivered_at IS NULL",
+                    params![send_id, error, next],
+                )?;
+                log_attempt(tx, send_id, &at, "failed", error)
+            },
+            |_| Ok(()),
+        )
     }
 
     /// Records that delivery gave up on `send_id` for good after `error`: it is never
@@ -434,15 +497,19 @@ impl StateStore {
         error: &str,
     ) -> Result<(), StateError> {
         let at = instant(at);
-        self.with_known_sends(&[send_id], |tx, send_id| {
-            tx.execute(
-                "UPDATE sends SET attempts = attempts + 1, last_error = ?2,
-                                  next_attempt_at = NULL, gave_up_at = ?3
-                 WHERE send_id = ?1 AND delivered_at IS NULL",
-                params![send_id, error, at],
-            )?;
-            log_attempt(tx, send_id, &at, "gave_up", error)
-        })
+        self.with_known_sends(
+            &[send_id],
+            |tx, send_id| {
+                tx.execute(
+                    "UPDATE sends SET attempts = attempts + 1, last_error = ?2,
+                                      next_attempt_at = NULL, gave_up_at = ?3
+                     WHERE send_id = ?1 AND delivered_at IS NULL",
+                    params![send_id, error, at],
+                )?;
+                log_attempt(tx, send_id, &at, "gave_up", error)
+            },
+            |_| Ok(()),
+        )
     }
 
     /// Every send, treatment and control, sorted by (`sent_at`, `send_id`).
@@ -583,6 +650,7 @@ impl StateStore {
         &mut self,
         send_ids: &[S],
         mut update: impl FnMut(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<()>,
+        before_commit: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
         let sqlite = |e: rusqlite::Error| StateError::Sqlite {
@@ -609,6 +677,7 @@ impl StateStore {
             }
             update(&tx, send_id).map_err(sqlite)?;
         }
+        before_commit(&tx).map_err(sqlite)?;
         tx.commit().map_err(sqlite)
     }
 
@@ -734,6 +803,18 @@ fn log_attempt(
 
 /// Fixed-width RFC 3339 in UTC with nanoseconds: text order is time order. Instants
 /// outside the years 0000–9999, which RFC 3339 cannot write, are clamped to them.
+/// Where an outbox file ended when the sends written to it were last marked delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMark {
+    /// The outbox's canonical path.
+    pub outbox: String,
+    /// Which file was at that path (device and inode on Unix): a file moved away and
+    /// replaced starts over.
+    pub file: String,
+    /// Its length then, at a line boundary.
+    pub len: u64,
+}
+
 /// One tick being recorded, in one open transaction (see [`StateStore::begin_tick`]).
 /// Dropped without [`TickRecorder::commit`], it leaves the store as it was.
 pub struct TickRecorder<'s> {

@@ -164,6 +164,76 @@ fn a_crash_between_append_and_mark_does_not_write_twice() {
 }
 
 #[test]
+fn opened_for_a_store_the_outbox_reads_only_what_followed_the_last_mark() {
+    let dir = TempDir::new("outbox-mark");
+    let path = dir.join("outbox.ndjson");
+    let sends = [email("a", Group::Treatment), email("b", Group::Treatment)];
+    let mut store = store_with(&dir, &sends[..1]);
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 0))
+            .unwrap()
+            .delivered,
+        1
+    );
+    drop(outbox);
+    // A later run appended `b`, then died before marking it.
+    store.record_tick(at(10, 1), &[], &sends).unwrap();
+    Outbox::open(&path).unwrap().append(&sends[1]).unwrap();
+
+    // Only the line after the mark is read: `a` is known delivered from the store.
+    let outbox = Outbox::open_for(&path, &store).unwrap();
+    assert!(outbox.contains("b") && !outbox.contains("a"));
+    let mut outbox = Deliverer::Outbox(outbox);
+    let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(ids(&outbox_lines(&dir)), ["a", "b"]);
+    assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
+    // The whole file is read again when it is cut shorter than the mark.
+    std::fs::write(&path, "").unwrap();
+    Outbox::open(&path).unwrap().append(&sends[0]).unwrap();
+    assert!(Outbox::open_for(&path, &store).unwrap().contains("a"));
+}
+
+#[test]
+fn an_outbox_moved_away_and_replaced_is_read_whole() {
+    let dir = TempDir::new("outbox-replaced");
+    let path = dir.join("outbox.ndjson");
+    let sends = [
+        email("a", Group::Treatment),
+        email("b", Group::Treatment),
+        email("c", Group::Treatment),
+    ];
+    let mut store = store_with(&dir, &sends[..2]);
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 0))
+            .unwrap()
+            .delivered,
+        2
+    );
+    drop(outbox);
+    // The reader of the outbox moved it away; a later run wrote `c` to a new file, longer
+    // than the mark, and died before marking it.
+    std::fs::rename(&path, dir.join("outbox.1.ndjson")).unwrap();
+    store.record_tick(at(10, 1), &[], &sends).unwrap();
+    let mut fresh = Outbox::open(&path).unwrap();
+    for _ in 0..3 {
+        fresh.append(&sends[2]).unwrap();
+    }
+    drop(fresh);
+
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(
+        ids(&outbox_lines(&dir)),
+        ["c", "c", "c"],
+        "`c` written again"
+    );
+}
+
+#[test]
 fn a_torn_last_line_is_cut_off_and_written_again() {
     let dir = TempDir::new("outbox-torn");
     let sends = [email("a", Group::Treatment), email("b", Group::Treatment)];
