@@ -1121,11 +1121,7 @@ impl<'m> Engine<'m> {
                     for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
                         index.add(spec, &rec, keep);
                     }
-                    keep_appending(
-                        self.shop_history.entry(event.clone()).or_default(),
-                        rec.clone(),
-                        keep,
-                    );
+                    keep_appending(slot(&mut self.shop_history, &event), rec.clone(), keep);
                 }
                 match &record.customer {
                     // Another engine's customer: only the shop's indexes above.
@@ -1137,15 +1133,11 @@ impl<'m> Engine<'m> {
                         match route.keep_own {
                             Some(None) => {}
                             Some(Some(keep)) => keep_appending(
-                                customer.history.entry(event.clone()).or_default(),
+                                slot(&mut customer.history, &event),
                                 rec.clone(),
                                 Some(keep),
                             ),
-                            None => customer
-                                .history
-                                .entry(event.clone())
-                                .or_default()
-                                .push(rec.clone()),
+                            None => slot(&mut customer.history, &event).push(rec.clone()),
                         }
                         if let Some(bit) = route.gate {
                             if customer.gates & bit == 0 {
@@ -1171,8 +1163,7 @@ impl<'m> Engine<'m> {
                                 self.tally_specs.get(&event),
                                 self.customers.get_mut(customer_id),
                             ) {
-                                let tally = customer.tallies.entry(event.clone()).or_default();
-                                tally.add(spec, &rec);
+                                slot(&mut customer.tallies, &event).add(spec, &rec);
                             }
                         }
                         for &index in &route.moments {
@@ -1248,20 +1239,23 @@ impl<'m> Engine<'m> {
     }
 
     fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
+        // The id is cloned only for a new customer: see `slot`.
         if !self.customers.contains_key(id) {
             self.note_zone(self.default_zone_of_new);
             self.customer_ids.insert(id.clone());
-        }
-        let defaults = &self.traits.defaults;
-        let zone = self.default_zone_of_new;
-        self.customers
-            .entry(id.clone())
-            .or_insert_with(|| Customer {
-                zone,
+            let defaults = &self.traits.defaults;
+            let customer = Customer {
+                zone: self.default_zone_of_new,
                 traits: defaults.clone(),
                 changed: vec![None; defaults.len()],
                 ..Customer::default()
-            })
+            };
+            self.customers.insert(id.clone(), customer);
+        }
+        // INVARIANT: present, inserted just above when it was not.
+        self.customers
+            .get_mut(id)
+            .expect("the customer was just made")
     }
 
     /// A trigger occurrence: evaluate `let` and `where` at its instant; an entry if it holds.
@@ -2059,6 +2053,17 @@ impl Reads {
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows.
+/// `map[key]`, made when missing, without cloning `key` when it is there: a clone of a name
+/// the reading thread shares (an event's, a customer's id) is an atomic write to a count
+/// that thread writes too.
+fn slot<'m, V: Default>(map: &'m mut FxMap<Arc<str>, V>, key: &Arc<str>) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.clone(), V::default());
+    }
+    // INVARIANT: present, inserted just above when it was not.
+    map.get_mut(key).expect("the slot was just made")
+}
+
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
     let at = event.at;
     history.push(event);
