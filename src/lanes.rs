@@ -89,7 +89,9 @@ pub enum BesideError<E> {
 /// makes on a thread of its own; `close` ends it there. Returns what `close` returned and
 /// the number of evaluations that ran out of fuel.
 ///
-/// When `open` fails, no record is read and its error is returned.
+/// When `open` fails, no record is read and its error is returned. When an engine fails
+/// (or reading panics), the sink is dropped without `close`: a tick's transaction is
+/// rolled back rather than committed half done.
 pub fn run_beside<S, T, E>(
     model: &Model,
     records: impl Iterator<Item = Record>,
@@ -107,6 +109,9 @@ where
     std::thread::scope(|scope| {
         let (batches, received) = sync_channel::<Batch>(BATCHES_AHEAD);
         let (opened, is_open) = sync_channel::<bool>(1);
+        // Whether the engines got through: only then is the sink closed. A verdict never
+        // sent (the reading thread unwinds) counts as no.
+        let (verdict, engines_done) = sync_channel::<bool>(1);
         let writer = std::thread::Builder::new()
             .name("moments-output".to_string())
             .spawn_scoped(scope, move || {
@@ -114,18 +119,20 @@ where
                 let _ = opened.send(sink.is_ok());
                 let mut sink = sink?;
                 feed(received, &mut sink);
-                close(sink)
+                match engines_done.recv() {
+                    Ok(true) => close(sink).map(Some),
+                    _ => Ok(None),
+                }
             })
             .map_err(BesideError::Thread)?;
-        let joined = |writer: std::thread::ScopedJoinHandle<'_, Result<T, E>>| {
-            writer
-                .join()
-                .map_err(|_| BesideError::Thread(io::Error::other("the output thread panicked")))?
-                .map_err(BesideError::Sink)
-        };
+        let panicked = || BesideError::Thread(io::Error::other("the output thread panicked"));
+        let ended = || BesideError::Thread(io::Error::other("the output thread ended early"));
         if !is_open.recv().unwrap_or(false) {
             drop(batches);
-            return joined(writer).map(|t| (t, 0));
+            return match writer.join().map_err(|_| panicked())? {
+                Err(e) => Err(BesideError::Sink(e)),
+                Ok(_) => Err(ended()),
+            };
         }
         let mut lanes: Vec<Lane> = (0..engines.max(1))
             .map(|_| Lane {
@@ -141,9 +148,14 @@ where
         let ran = engine::run_partitioned(model, records, from, now, sinks);
         // What the lanes hold goes over; then the sink's channel ends.
         drop(lanes);
-        let closed = joined(writer);
+        let _ = verdict.send(ran.is_ok());
+        let closed = writer.join().map_err(|_| panicked())?;
         let out_of_fuel = ran.map_err(BesideError::Thread)?;
-        closed.map(|t| (t, out_of_fuel))
+        match closed {
+            Ok(Some(t)) => Ok((t, out_of_fuel)),
+            Ok(None) => Err(ended()),
+            Err(e) => Err(BesideError::Sink(e)),
+        }
     })
 }
 

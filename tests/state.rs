@@ -578,3 +578,36 @@ fn a_tick_on_a_store_that_cannot_be_written_reads_no_record() {
         "records were read for a tick that cannot be recorded"
     );
 }
+
+#[test]
+fn a_tick_that_fails_part_way_records_nothing() {
+    let dir = TempDir::new("state-beside-fails");
+    let mut store = StateStore::open(&dir.join("state.db")).unwrap();
+    let (model, data) = common::sample_shop();
+    let now = Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap();
+    let decided_by_then = moments::engine::run(&model, data.records().take(20_000), None, now);
+    assert!(!decided_by_then.entries.is_empty());
+    // The data gives out part-way: the engines have decided entries and sends by then.
+    let records = data
+        .records()
+        .take(20_000)
+        .chain(std::iter::from_fn(|| panic!("the data went away")));
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        moments::lanes::run_beside(
+            &model,
+            records,
+            None,
+            now,
+            2,
+            || store.begin_tick(),
+            |recorder| recorder.commit(now),
+        )
+    }));
+    assert!(ran.is_err(), "the panic goes through");
+    assert!(
+        store.entries().unwrap().is_empty(),
+        "entries were committed"
+    );
+    assert!(store.sends().unwrap().is_empty(), "sends were committed");
+    assert_eq!(store.processed_up_to().unwrap(), None);
+}
