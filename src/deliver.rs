@@ -301,13 +301,16 @@ impl Outbox {
     /// [`Outbox::open`] to deliver the sends of `store`: only the lines after the store's
     /// mark are read (every line before it is a send marked delivered), so opening costs
     /// what the last, perhaps interrupted, delivery wrote rather than the whole history.
-    /// The whole file is read when there is no mark, or when the file was replaced or cut
-    /// shorter since.
-    pub fn open_for(path: &Path, store: &StateStore) -> Result<Outbox, DeliverError> {
+    /// Of those, only the sends the store has not marked delivered are kept.
+    ///
+    /// The whole file is read when there is no mark, or when the file was replaced, or cut
+    /// shorter or elsewhere than at the end of a line, since; the mark is then set back
+    /// to its start, so that it cannot apply again to a file that grows past it.
+    pub fn open_for(path: &Path, store: &mut StateStore) -> Result<Outbox, DeliverError> {
         Outbox::open_after(path, Some(store))
     }
 
-    fn open_after(path: &Path, store: Option<&StateStore>) -> Result<Outbox, DeliverError> {
+    fn open_after(path: &Path, store: Option<&mut StateStore>) -> Result<Outbox, DeliverError> {
         let error = |detail: String| DeliverError::Outbox {
             path: path.to_path_buf(),
             detail,
@@ -334,11 +337,20 @@ impl Outbox {
             .unwrap_or_else(|_| path.to_path_buf())
             .display()
             .to_string();
-        let start = match store {
-            Some(store) => store
-                .outbox_mark(&canonical)?
-                .filter(|mark| mark.file == identity && mark.len <= metadata.len())
-                .map_or(0, |mark| mark.len),
+        let mut store = store;
+        let start = match store.as_deref_mut() {
+            Some(store) => match store.outbox_mark(&canonical)? {
+                Some(mark) if fits(&mut file, &mark, &identity, metadata.len()) => mark.len,
+                Some(_) => {
+                    store.set_outbox_mark(&OutboxMark {
+                        outbox: canonical.clone(),
+                        file: identity.clone(),
+                        len: 0,
+                    })?;
+                    0
+                }
+                None => 0,
+            },
             None => 0,
         };
         // Read line by line: the outbox may be large, only its ids are kept.
@@ -374,6 +386,17 @@ impl Outbox {
             ids.insert(id.send_id);
         }
         drop(reader);
+        // Lines the store knows as delivered (or given up) need no reconciling.
+        if let Some(store) = store {
+            let mut unmarked = HashSet::new();
+            for id in ids {
+                let delivery = store.delivery(&id)?;
+                if delivery.is_some_and(|d| d.delivered_at.is_none() && d.gave_up_at.is_none()) {
+                    unmarked.insert(id);
+                }
+            }
+            ids = unmarked;
+        }
         if torn {
             file.set_len(len)
                 .and_then(|()| file.sync_all())
@@ -444,15 +467,23 @@ impl Outbox {
             last_error = error;
         }
         if !delivered.is_empty() {
-            let mark = OutboxMark {
-                outbox: self.canonical.clone(),
-                file: self.identity.clone(),
-                len: self.len,
-            };
-            store.mark_written_to_outbox(&delivered, now, &mark)?;
-            // INVARIANT: every line before `len` is now a send marked delivered, and the
-            // store's mark says so: their ids are not needed any more.
-            self.ids.clear();
+            let marked: HashSet<&str> = delivered.iter().copied().collect();
+            // INVARIANT: the mark moves to the end of the file only when every line in it
+            // is a send marked delivered: none left over from an interrupted run waits
+            // for a later page, and nothing but this outbox wrote to the file.
+            let all_marked = self.ids.iter().all(|id| marked.contains(id.as_str()));
+            let at_end = self.file.metadata().is_ok_and(|m| m.len() == self.len);
+            if all_marked && at_end {
+                let mark = OutboxMark {
+                    outbox: self.canonical.clone(),
+                    file: self.identity.clone(),
+                    len: self.len,
+                };
+                store.mark_written_to_outbox(&delivered, now, &mark)?;
+            } else {
+                store.mark_delivered_many(&delivered, now)?;
+            }
+            self.ids.retain(|id| !marked.contains(id.as_str()));
         }
         report.delivered += delivered.len();
         if let Some(e) = last_error {
@@ -530,6 +561,21 @@ impl Outbox {
 #[derive(serde::Deserialize)]
 struct SendId {
     send_id: String,
+}
+
+/// Whether `mark` can be where reading `file` starts: the same file, at least that long,
+/// and a line ending just before it.
+fn fits(file: &mut File, mark: &OutboxMark, identity: &str, len: u64) -> bool {
+    if mark.file != identity || mark.len > len {
+        return false;
+    }
+    if mark.len == 0 {
+        return true;
+    }
+    let mut last = [0u8];
+    file.seek(SeekFrom::Start(mark.len - 1))
+        .and_then(|_| file.read_exact(&mut last))
+        .is_ok_and(|()| last[0] == b'\n')
 }
 
 /// Which file this is, so that a file moved away and replaced is not taken for the one the

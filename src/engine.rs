@@ -2052,7 +2052,6 @@ impl Reads {
     }
 }
 
-/// Append `event` to a history, and forget what is older than `keep` allows.
 /// `map[key]`, made when missing, without cloning `key` when it is there: a clone of a name
 /// the reading thread shares (an event's, a customer's id) is an atomic write to a count
 /// that thread writes too.
@@ -2064,6 +2063,7 @@ fn slot<'m, V: Default>(map: &'m mut FxMap<Arc<str>, V>, key: &Arc<str>) -> &'m 
     map.get_mut(key).expect("the slot was just made")
 }
 
+/// Append `event` to a history, and forget what is older than `keep` allows.
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
     let at = event.at;
     history.push(event);

@@ -78,7 +78,8 @@ impl Drop for Lane {
 /// Why [`run_beside`] did not finish.
 #[derive(Debug)]
 pub enum BesideError<E> {
-    /// A thread could not be started, or ended in a panic.
+    /// A thread could not be started, or the output thread panicked. (A panic in an
+    /// engine or in reading goes on to the caller, the sink dropped without `close`.)
     Thread(io::Error),
     /// The sink could not be opened or closed.
     Sink(E),

@@ -733,7 +733,7 @@ fn run_ticks(
         }
     };
     let mut deliverer = match deliver.kind {
-        DeliverKind::Outbox => match Outbox::open_for(&deliver.outbox, &store) {
+        DeliverKind::Outbox => match Outbox::open_for(&deliver.outbox, &mut store) {
             Ok(o) => Deliverer::Outbox(o),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -413,16 +413,7 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let at = instant(at);
         let marked = |tx: &rusqlite::Transaction<'_>| match outbox {
-            Some(mark) => tx
-                .prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )?
-                .execute(params![
-                    format!("outbox:{}", mark.outbox),
-                    format!("{} {}", mark.file, mark.len)
-                ])
-                .map(drop),
+            Some(mark) => write_outbox_mark(tx, mark),
             None => Ok(()),
         };
         self.with_known_sends(
@@ -438,6 +429,12 @@ impl StateStore {
             },
             marked,
         )
+    }
+
+    /// Sets the outbox's mark on its own: back to the start of a file that was replaced or
+    /// cut shorter, so that an older mark cannot apply to it again.
+    pub fn set_outbox_mark(&mut self, mark: &OutboxMark) -> Result<(), StateError> {
+        write_outbox_mark(&self.conn, mark).map_err(|e| self.sqlite(e))
     }
 
     /// Where the outbox `outbox` (its canonical path) ended when sends written to it were
@@ -787,6 +784,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     tx.commit().map_err(open_error)
 }
 
+fn write_outbox_mark(conn: &Connection, mark: &OutboxMark) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![
+        format!("outbox:{}", mark.outbox),
+        format!("{} {}", mark.file, mark.len)
+    ])
+    .map(drop)
+}
+
 fn log_attempt(
     tx: &rusqlite::Transaction<'_>,
     send_id: &str,
@@ -801,8 +810,6 @@ fn log_attempt(
     .map(drop)
 }
 
-/// Fixed-width RFC 3339 in UTC with nanoseconds: text order is time order. Instants
-/// outside the years 0000–9999, which RFC 3339 cannot write, are clamped to them.
 /// Where an outbox file ended when the sends written to it were last marked delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMark {
@@ -960,6 +967,8 @@ impl Sink for TickRecorder<'_> {
     }
 }
 
+/// Fixed-width RFC 3339 in UTC with nanoseconds: text order is time order. Instants
+/// outside the years 0000–9999, which RFC 3339 cannot write, are clamped to them.
 fn instant(t: DateTime<Utc>) -> String {
     let t = match t.year() {
         ..=-1 => "0000-01-01T00:00:00Z".parse().unwrap_or(t),

@@ -169,7 +169,7 @@ fn opened_for_a_store_the_outbox_reads_only_what_followed_the_last_mark() {
     let path = dir.join("outbox.ndjson");
     let sends = [email("a", Group::Treatment), email("b", Group::Treatment)];
     let mut store = store_with(&dir, &sends[..1]);
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
     assert_eq!(
         deliver_pending(&mut store, &mut outbox, at(10, 0))
             .unwrap()
@@ -182,17 +182,89 @@ fn opened_for_a_store_the_outbox_reads_only_what_followed_the_last_mark() {
     Outbox::open(&path).unwrap().append(&sends[1]).unwrap();
 
     // Only the line after the mark is read: `a` is known delivered from the store.
-    let outbox = Outbox::open_for(&path, &store).unwrap();
+    let outbox = Outbox::open_for(&path, &mut store).unwrap();
     assert!(outbox.contains("b") && !outbox.contains("a"));
     let mut outbox = Deliverer::Outbox(outbox);
     let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
     assert_eq!(report.delivered, 1);
     assert_eq!(ids(&outbox_lines(&dir)), ["a", "b"]);
     assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
-    // The whole file is read again when it is cut shorter than the mark.
+}
+
+#[test]
+fn an_outbox_cut_short_in_place_is_read_whole_even_once_it_grows_past_the_mark() {
+    let dir = TempDir::new("outbox-cut");
+    let path = dir.join("outbox.ndjson");
+    let sends = ["a", "b", "c", "d", "e"].map(|id| email(id, Group::Treatment));
+    let mut store = store_with(&dir, &sends[..2]);
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 0))
+            .unwrap()
+            .delivered,
+        2
+    );
+    drop(outbox);
+    // Emptied in place (same file) by its reader; a run opens it, then a later run
+    // writes `c`, `d` and `e`, past the old mark (the length of two lines), and dies
+    // before marking them.
     std::fs::write(&path, "").unwrap();
-    Outbox::open(&path).unwrap().append(&sends[0]).unwrap();
-    assert!(Outbox::open_for(&path, &store).unwrap().contains("a"));
+    drop(Outbox::open_for(&path, &mut store).unwrap());
+    store.record_tick(at(10, 1), &[], &sends).unwrap();
+    let mut cut = Outbox::open(&path).unwrap();
+    for send in &sends[2..] {
+        cut.append(send).unwrap();
+    }
+    drop(cut);
+
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 2))
+            .unwrap()
+            .delivered,
+        3
+    );
+    assert_eq!(
+        ids(&outbox_lines(&dir)),
+        ["c", "d", "e"],
+        "a line written again"
+    );
+}
+
+#[test]
+fn a_line_left_by_a_crash_keeps_the_mark_until_its_send_is_marked() {
+    let dir = TempDir::new("outbox-leftover");
+    let path = dir.join("outbox.ndjson");
+    let early = email("a", Group::Treatment);
+    let late = Send {
+        sent_at: at(10, 30),
+        ..email("z", Group::Treatment)
+    };
+    let mut store = store_with(&dir, &[early.clone(), late.clone()]);
+    // A run up to 10:30 appended `z`, then died before marking it.
+    Outbox::open(&path).unwrap().append(&late).unwrap();
+
+    // A run up to 10:00 delivers `a` only: `z` is not due yet, so its line stays unmarked
+    // and the mark must not move past it.
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 0))
+            .unwrap()
+            .delivered,
+        1
+    );
+    drop(outbox);
+    let reopened = Outbox::open_for(&path, &mut store).unwrap();
+    assert!(reopened.contains("z"));
+    let mut outbox = Deliverer::Outbox(reopened);
+    assert_eq!(
+        deliver_pending(&mut store, &mut outbox, at(10, 30))
+            .unwrap()
+            .delivered,
+        1
+    );
+    assert_eq!(ids(&outbox_lines(&dir)), ["z", "a"], "`z` written once");
+    assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
 }
 
 #[test]
@@ -205,7 +277,7 @@ fn an_outbox_moved_away_and_replaced_is_read_whole() {
         email("c", Group::Treatment),
     ];
     let mut store = store_with(&dir, &sends[..2]);
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
     assert_eq!(
         deliver_pending(&mut store, &mut outbox, at(10, 0))
             .unwrap()
@@ -223,7 +295,7 @@ fn an_outbox_moved_away_and_replaced_is_read_whole() {
     }
     drop(fresh);
 
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &store).unwrap());
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
     let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
     assert_eq!(report.delivered, 1);
     assert_eq!(
