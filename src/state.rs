@@ -579,11 +579,12 @@ impl StateStore {
         );
         let row: Option<Row> = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT delivered_at, attempts, last_error, next_attempt_at, gave_up_at
                  FROM sends WHERE send_id = ?1",
-                params![send_id],
-                |row| {
+            )
+            .and_then(|mut select| {
+                select.query_row(params![send_id], |row| {
                     Ok((
                         row.get(0)?,
                         row.get(1)?,
@@ -591,8 +592,8 @@ impl StateStore {
                         row.get(3)?,
                         row.get(4)?,
                     ))
-                },
-            )
+                })
+            })
             .optional()
             .map_err(|e| self.sqlite(e))?;
         let Some((delivered_at, attempts, last_error, next_attempt_at, gave_up_at)) = row else {
