@@ -808,7 +808,7 @@ fn tick(
     // transaction lives on the thread that writes it.
     let recorded = moments::lanes::run_beside(
         model,
-        stream.by_ref(),
+        Progress::new(stream.by_ref(), "tick"),
         None,
         now,
         engines,
