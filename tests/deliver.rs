@@ -7,6 +7,7 @@ use common::TempDir;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -163,30 +164,36 @@ fn a_crash_between_append_and_mark_does_not_write_twice() {
     );
 }
 
+/// Delivers what is due at `now` through the outbox at `path` opened for `store`, as
+/// `moments run` does; how many sends were delivered.
+fn deliver_for(path: &Path, store: &mut StateStore, now: DateTime<Utc>) -> usize {
+    let mut outbox = Deliverer::Outbox(Outbox::open_for(path, store).unwrap());
+    deliver_pending(store, &mut outbox, now).unwrap().delivered
+}
+
+/// What a run that died before marking leaves: `sends` appended to the outbox at `path`.
+fn appended_by_a_crashed_run(path: &Path, sends: &[Send]) {
+    let mut outbox = Outbox::open(path).unwrap();
+    for send in sends {
+        outbox.append(send).unwrap();
+    }
+}
+
 #[test]
 fn opened_for_a_store_the_outbox_reads_only_what_followed_the_last_mark() {
     let dir = TempDir::new("outbox-mark");
     let path = dir.join("outbox.ndjson");
     let sends = [email("a", Group::Treatment), email("b", Group::Treatment)];
     let mut store = store_with(&dir, &sends[..1]);
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 0))
-            .unwrap()
-            .delivered,
-        1
-    );
-    drop(outbox);
-    // A later run appended `b`, then died before marking it.
+    assert_eq!(deliver_for(&path, &mut store, at(10, 0)), 1);
     store.record_tick(at(10, 1), &[], &sends).unwrap();
-    Outbox::open(&path).unwrap().append(&sends[1]).unwrap();
+    appended_by_a_crashed_run(&path, &sends[1..]);
 
     // Only the line after the mark is read: `a` is known delivered from the store.
     let outbox = Outbox::open_for(&path, &mut store).unwrap();
     assert!(outbox.contains("b") && !outbox.contains("a"));
-    let mut outbox = Deliverer::Outbox(outbox);
-    let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
-    assert_eq!(report.delivered, 1);
+    drop(outbox);
+    assert_eq!(deliver_for(&path, &mut store, at(10, 2)), 1);
     assert_eq!(ids(&outbox_lines(&dir)), ["a", "b"]);
     assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
 }
@@ -197,38 +204,18 @@ fn an_outbox_cut_short_in_place_is_read_whole_even_once_it_grows_past_the_mark()
     let path = dir.join("outbox.ndjson");
     let sends = ["a", "b", "c", "d", "e"].map(|id| email(id, Group::Treatment));
     let mut store = store_with(&dir, &sends[..2]);
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 0))
-            .unwrap()
-            .delivered,
-        2
-    );
-    drop(outbox);
+    assert_eq!(deliver_for(&path, &mut store, at(10, 0)), 2);
     // Emptied in place (same file) by its reader; a run opens it, then a later run
     // writes `c`, `d` and `e`, past the old mark (the length of two lines), and dies
     // before marking them.
     std::fs::write(&path, "").unwrap();
     drop(Outbox::open_for(&path, &mut store).unwrap());
     store.record_tick(at(10, 1), &[], &sends).unwrap();
-    let mut cut = Outbox::open(&path).unwrap();
-    for send in &sends[2..] {
-        cut.append(send).unwrap();
-    }
-    drop(cut);
+    appended_by_a_crashed_run(&path, &sends[2..]);
 
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 2))
-            .unwrap()
-            .delivered,
-        3
-    );
-    assert_eq!(
-        ids(&outbox_lines(&dir)),
-        ["c", "d", "e"],
-        "a line written again"
-    );
+    assert_eq!(deliver_for(&path, &mut store, at(10, 2)), 3);
+    let written = ids(&outbox_lines(&dir)).join(" ");
+    assert_eq!(written, "c d e", "a line written again");
 }
 
 #[test]
@@ -240,29 +227,15 @@ fn a_line_left_by_a_crash_keeps_the_mark_until_its_send_is_marked() {
         sent_at: at(10, 30),
         ..email("z", Group::Treatment)
     };
-    let mut store = store_with(&dir, &[early.clone(), late.clone()]);
+    let mut store = store_with(&dir, &[early, late.clone()]);
     // A run up to 10:30 appended `z`, then died before marking it.
-    Outbox::open(&path).unwrap().append(&late).unwrap();
+    appended_by_a_crashed_run(&path, &[late]);
 
     // A run up to 10:00 delivers `a` only: `z` is not due yet, so its line stays unmarked
     // and the mark must not move past it.
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 0))
-            .unwrap()
-            .delivered,
-        1
-    );
-    drop(outbox);
-    let reopened = Outbox::open_for(&path, &mut store).unwrap();
-    assert!(reopened.contains("z"));
-    let mut outbox = Deliverer::Outbox(reopened);
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 30))
-            .unwrap()
-            .delivered,
-        1
-    );
+    assert_eq!(deliver_for(&path, &mut store, at(10, 0)), 1);
+    assert!(Outbox::open_for(&path, &mut store).unwrap().contains("z"));
+    assert_eq!(deliver_for(&path, &mut store, at(10, 30)), 1);
     assert_eq!(ids(&outbox_lines(&dir)), ["z", "a"], "`z` written once");
     assert!(store.undelivered(at(11, 0)).unwrap().is_empty());
 }
@@ -271,38 +244,21 @@ fn a_line_left_by_a_crash_keeps_the_mark_until_its_send_is_marked() {
 fn an_outbox_moved_away_and_replaced_is_read_whole() {
     let dir = TempDir::new("outbox-replaced");
     let path = dir.join("outbox.ndjson");
-    let sends = [
-        email("a", Group::Treatment),
-        email("b", Group::Treatment),
-        email("c", Group::Treatment),
-    ];
+    let sends = ["a", "b", "c"].map(|id| email(id, Group::Treatment));
     let mut store = store_with(&dir, &sends[..2]);
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    assert_eq!(
-        deliver_pending(&mut store, &mut outbox, at(10, 0))
-            .unwrap()
-            .delivered,
-        2
-    );
-    drop(outbox);
+    assert_eq!(deliver_for(&path, &mut store, at(10, 0)), 2);
     // The reader of the outbox moved it away; a later run wrote `c` to a new file, longer
     // than the mark, and died before marking it.
     std::fs::rename(&path, dir.join("outbox.1.ndjson")).unwrap();
     store.record_tick(at(10, 1), &[], &sends).unwrap();
-    let mut fresh = Outbox::open(&path).unwrap();
-    for _ in 0..3 {
-        fresh.append(&sends[2]).unwrap();
-    }
-    drop(fresh);
-
-    let mut outbox = Deliverer::Outbox(Outbox::open_for(&path, &mut store).unwrap());
-    let report = deliver_pending(&mut store, &mut outbox, at(10, 2)).unwrap();
-    assert_eq!(report.delivered, 1);
-    assert_eq!(
-        ids(&outbox_lines(&dir)),
-        ["c", "c", "c"],
-        "`c` written again"
+    appended_by_a_crashed_run(
+        &path,
+        &[sends[2].clone(), sends[2].clone(), sends[2].clone()],
     );
+
+    assert_eq!(deliver_for(&path, &mut store, at(10, 2)), 1);
+    let written = ids(&outbox_lines(&dir)).join(" ");
+    assert_eq!(written, "c c c", "`c` written again");
 }
 
 #[test]

@@ -484,20 +484,31 @@ fn a_tick_recorded_as_the_engine_decides_counts_what_it_wrote_and_a_dropped_one_
     assert_eq!(store.processed_up_to().unwrap(), Some(at(11, 0)));
 }
 
-/// Two ticks over the sample shop as `moments run` records them: the engines on threads of
-/// their own, the transaction on another.
-fn tick_beside(store: &mut StateStore, engines: usize, now: DateTime<Utc>) -> (u64, u64) {
-    let (model, data) = common::sample_shop();
-    let (tick, _) = moments::lanes::run_beside(
-        &model,
-        data.records(),
+/// `records` up to `now` recorded in `store` as `moments run` records a tick: `engines`
+/// engines on threads of their own, the transaction on another.
+fn record_beside(
+    store: &mut StateStore,
+    model: &moments::model::Model,
+    records: impl Iterator<Item = moments::value::Record>,
+    now: DateTime<Utc>,
+    engines: usize,
+) -> Result<(moments::state::Tick, u64), moments::lanes::BesideError<StateError>> {
+    moments::lanes::run_beside(
+        model,
+        records,
         None,
         now,
         engines,
         || store.begin_tick(),
         |recorder| recorder.commit(now),
     )
-    .expect("record the tick");
+}
+
+/// A tick over the sample shop: its new sends, and its entries still pending.
+fn tick_beside(store: &mut StateStore, engines: usize, now: DateTime<Utc>) -> (u64, u64) {
+    let (model, data) = common::sample_shop();
+    let (tick, _) =
+        record_beside(store, &model, data.records(), now, engines).expect("record the tick");
     let new_sends = tick.new_sends.values().map(|(t, c)| t + c).sum();
     let pending = tick.entries.values().filter_map(|f| f.get("pending")).sum();
     (new_sends, pending)
@@ -560,15 +571,7 @@ fn a_tick_on_a_store_that_cannot_be_written_reads_no_record() {
         None
     });
     let now = Utc.with_ymd_and_hms(2026, 12, 10, 0, 0, 0).unwrap();
-    let result = moments::lanes::run_beside(
-        &model,
-        records,
-        None,
-        now,
-        2,
-        || store.begin_tick(),
-        |recorder| recorder.commit(now),
-    );
+    let result = record_beside(&mut store, &model, records, now, 2);
     assert!(
         matches!(result, Err(moments::lanes::BesideError::Sink(_))),
         "{result:?}"
@@ -593,15 +596,7 @@ fn a_tick_that_fails_part_way_records_nothing() {
         .take(20_000)
         .chain(std::iter::from_fn(|| panic!("the data went away")));
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        moments::lanes::run_beside(
-            &model,
-            records,
-            None,
-            now,
-            2,
-            || store.begin_tick(),
-            |recorder| recorder.commit(now),
-        )
+        record_beside(&mut store, &model, records, now, 2)
     }));
     assert!(ran.is_err(), "the panic goes through");
     assert!(
