@@ -180,8 +180,8 @@ pub fn deliver_pending(
     now: DateTime<Utc>,
 ) -> Result<DeliveryReport, DeliverError> {
     let mut report = DeliveryReport::default();
-    // Hosts whose every try failed transiently in this call, with the error.
-    let mut down: BTreeMap<String, Down> = BTreeMap::new();
+    // Hosts whose every try failed transiently in this call, with the failure.
+    let mut down: BTreeMap<String, Failure> = BTreeMap::new();
     let mut after: Option<(DateTime<Utc>, String)> = None;
     loop {
         let page = store.undelivered_page(
@@ -209,20 +209,18 @@ pub fn deliver_pending(
 /// over a long history) is delivered without holding all of it in memory.
 const DELIVERY_PAGE: u32 = 10_000;
 
-/// A host found down in one delivery call: the error, and the wait its receiver asked for.
-type Down = (String, Option<Duration>);
-
 /// One failed attempt, as recorded.
-struct Failure<'e> {
+#[derive(Debug, Clone)]
+struct Failure {
     kind: FailureKind,
-    error: &'e str,
-    /// The receiver's `Retry-After`: the next attempt comes no sooner (within the
-    /// policy's longest wait).
+    error: String,
+    /// The receiver's `Retry-After` (on a 429 or 503): the next attempt comes no sooner
+    /// (within the policy's longest wait).
     wait_at_least: Option<Duration>,
 }
 
-impl<'e> Failure<'e> {
-    fn new(kind: FailureKind, error: &'e str) -> Failure<'e> {
+impl Failure {
+    fn new(kind: FailureKind, error: String) -> Failure {
         Failure {
             kind,
             error,
@@ -237,7 +235,7 @@ fn record_failure(
     policy: &RetryPolicy,
     send_id: &str,
     now: DateTime<Utc>,
-    failure: Failure<'_>,
+    failure: Failure,
     report: &mut DeliveryReport,
 ) -> Result<(), StateError> {
     let Failure {
@@ -251,7 +249,7 @@ fn record_failure(
         .saturating_add(1);
     report.failed += 1;
     if failures >= policy.max_attempts {
-        store.give_up(send_id, now, error)?;
+        store.give_up(send_id, now, &error)?;
         report.gave_up += 1;
         report.errors.push(format!(
             "{send_id}: {error} (gave up after {failures} attempts)"
@@ -263,7 +261,7 @@ fn record_failure(
             .ok()
             .and_then(|wait| now.checked_add_signed(wait))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        store.mark_failed(send_id, now, error, next)?;
+        store.mark_failed(send_id, now, &error, next)?;
         report.errors.push(format!("{send_id}: {error}"));
     }
     Ok(())
@@ -310,7 +308,7 @@ impl Outbox {
         Outbox::open_after(path, Some(store))
     }
 
-    fn open_after(path: &Path, store: Option<&mut StateStore>) -> Result<Outbox, DeliverError> {
+    fn open_after(path: &Path, mut store: Option<&mut StateStore>) -> Result<Outbox, DeliverError> {
         let error = |detail: String| DeliverError::Outbox {
             path: path.to_path_buf(),
             detail,
@@ -337,7 +335,6 @@ impl Outbox {
             .unwrap_or_else(|_| path.to_path_buf())
             .display()
             .to_string();
-        let mut store = store;
         let start = match store.as_deref_mut() {
             Some(store) => match store.outbox_mark(&canonical)? {
                 Some(mark) if fits(&mut file, &mark, &identity, metadata.len()) => mark.len,
@@ -489,7 +486,7 @@ impl Outbox {
         if let Some(e) = last_error {
             let error = format!("cannot write to the outbox {}: {e}", self.path.display());
             for send in remaining {
-                let failure = Failure::new(FailureKind::Transient, &error);
+                let failure = Failure::new(FailureKind::Transient, error.clone());
                 record_failure(store, &self.policy, &send.send_id, now, failure, report)?;
             }
         }
@@ -655,9 +652,7 @@ impl fmt::Debug for Webhook {
 /// The outcome of one request.
 enum Posted {
     Delivered,
-    Failed(FailureKind, String),
-    /// HTTP 429 or 503 with `Retry-After`: a transient failure, and the receiver's wait.
-    Throttled(String, Duration),
+    Failed(Failure),
 }
 
 impl Webhook {
@@ -687,39 +682,35 @@ impl Webhook {
         pending: &[Send],
         now: DateTime<Utc>,
         report: &mut DeliveryReport,
-        down: &mut BTreeMap<String, Down>,
+        down: &mut BTreeMap<String, Failure>,
     ) -> Result<(), DeliverError> {
         let policy = self.config.policy.clone();
         for send in pending {
             let outcome = match self.url_for(send) {
-                None => Posted::Failed(
+                None => Posted::Failed(Failure::new(
                     FailureKind::Permanent,
                     format!(
                         "no webhook endpoint is configured for a {} send",
                         send.channel
                     ),
-                ),
+                )),
                 Some(url) => {
                     let host = host_of(url);
                     match down.get(&host) {
-                        Some((error, wait)) => {
-                            let error =
-                                format!("not tried: {host} failed earlier in this run: {error}");
-                            match wait {
-                                Some(wait) => Posted::Throttled(error, *wait),
-                                None => Posted::Failed(FailureKind::Transient, error),
-                            }
-                        }
+                        // Not tried, and waits as long as the host's failed send.
+                        Some(failed) => Posted::Failed(Failure {
+                            error: format!(
+                                "not tried: {host} failed earlier in this run: {}",
+                                failed.error
+                            ),
+                            ..failed.clone()
+                        }),
                         None => {
                             let outcome = self.post_with_retries(url, send);
-                            match &outcome {
-                                Posted::Failed(FailureKind::Transient, error) => {
-                                    down.insert(host, (error.clone(), None));
+                            if let Posted::Failed(failure) = &outcome {
+                                if failure.kind == FailureKind::Transient {
+                                    down.insert(host, failure.clone());
                                 }
-                                Posted::Throttled(error, wait) => {
-                                    down.insert(host, (error.clone(), Some(*wait)));
-                                }
-                                _ => {}
                             }
                             outcome
                         }
@@ -731,15 +722,7 @@ impl Webhook {
                     store.mark_delivered(&send.send_id, now)?;
                     report.delivered += 1;
                 }
-                Posted::Failed(kind, error) => {
-                    let failure = Failure::new(kind, &error);
-                    record_failure(store, &policy, &send.send_id, now, failure, report)?;
-                }
-                Posted::Throttled(error, wait) => {
-                    let failure = Failure {
-                        wait_at_least: Some(wait),
-                        ..Failure::new(FailureKind::Transient, &error)
-                    };
+                Posted::Failed(failure) => {
                     record_failure(store, &policy, &send.send_id, now, failure, report)?;
                 }
             }
@@ -770,7 +753,7 @@ impl Webhook {
     fn post_with_retries(&self, url: &str, send: &Send) -> Posted {
         let (method, body) = match self.request_for(send) {
             Ok(request) => request,
-            Err(e) => return Posted::Failed(FailureKind::Permanent, e),
+            Err(e) => return Posted::Failed(Failure::new(FailureKind::Permanent, e)),
         };
         let tries = self.config.policy.tries_per_call.max(1);
         let mut errors: Vec<String> = Vec::new();
@@ -780,40 +763,46 @@ impl Webhook {
             }
             match self.post(&method, url, &send.send_id, &body) {
                 Posted::Delivered => return Posted::Delivered,
-                Posted::Failed(FailureKind::Permanent, error) => {
-                    return Posted::Failed(FailureKind::Permanent, error)
+                Posted::Failed(failure) if failure.kind == FailureKind::Permanent => {
+                    return Posted::Failed(failure)
                 }
-                Posted::Failed(FailureKind::Transient, error) => errors.push(error),
-                // Tried again within the call only when the receiver's wait is no longer
-                // than the pause before the next try.
-                Posted::Throttled(error, wait) => {
-                    errors.push(error);
+                Posted::Failed(failure) => {
+                    errors.push(failure.error);
+                    // Tried again within the call only when the receiver's wait, if it
+                    // asked for one, is no longer than the pause before the next try.
                     let next = try_index + 1;
-                    if next >= tries || wait > self.config.policy.pause_before(next) {
+                    let policy = &self.config.policy;
+                    if let Some(wait) = failure
+                        .wait_at_least
+                        .filter(|&wait| next >= tries || wait > policy.pause_before(next))
+                    {
                         errors.dedup();
                         let error = match next {
                             1 => errors.join("; "),
                             _ => format!("{next} tries: {}", errors.join("; ")),
                         };
-                        return Posted::Throttled(error, wait);
+                        return Posted::Failed(Failure {
+                            wait_at_least: Some(wait),
+                            ..Failure::new(FailureKind::Transient, error)
+                        });
                     }
                 }
             }
         }
         errors.dedup();
-        Posted::Failed(
+        Posted::Failed(Failure::new(
             FailureKind::Transient,
             format!("{} tries: {}", tries, errors.join("; ")),
-        )
+        ))
     }
 
     /// One request. GET and DELETE carry no body.
     fn post(&self, method: &str, url: &str, send_id: &str, body: &[u8]) -> Posted {
         if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
-            return Posted::Failed(
+            return Posted::Failed(Failure::new(
                 FailureKind::Permanent,
                 format!("cannot post to {url}: this moments was built without TLS (cargo feature `tls`)"),
-            );
+            ));
         }
         let result = match method {
             "GET" => self
@@ -856,7 +845,7 @@ impl Webhook {
                     | ureq::Error::Protocol(_) => FailureKind::Transient,
                     _ => FailureKind::Permanent,
                 };
-                return Posted::Failed(kind, format!("{method} {url}: {e}"));
+                return Posted::Failed(Failure::new(kind, format!("{method} {url}: {e}")));
             }
         };
         let status = response.status().as_u16();
@@ -875,11 +864,7 @@ impl Webhook {
                 .and_then(|value| retry_after(&value, header("date").as_deref(), Utc::now())),
             _ => None,
         };
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .map(str::to_owned);
+        let location = header("location");
         let mut snippet = Vec::new();
         let _ = response
             .body_mut()
@@ -898,14 +883,16 @@ impl Webhook {
         }
         if let Some(wait) = retry_after {
             error.push_str(&format!(" (retry after {}s)", wait.as_secs()));
-            return Posted::Throttled(error, wait);
         }
         let kind = if status >= 500 || status == 408 || status == 429 {
             FailureKind::Transient
         } else {
             FailureKind::Permanent
         };
-        Posted::Failed(kind, error)
+        Posted::Failed(Failure {
+            wait_at_least: retry_after,
+            ..Failure::new(kind, error)
+        })
     }
 }
 

@@ -626,14 +626,13 @@ fn backtest(
         || Ok(moments::backtest::BacktestFiles::new(out, None)),
         moments::backtest::BacktestFiles::finish,
     )
-    .map(|(written, out_of_fuel)| (out_of_fuel, written))
     .map_err(|e| match e {
         moments::lanes::BesideError::Thread(e) | moments::lanes::BesideError::Sink(e) => e,
     });
     let rejects = stream.take_rejects();
-    let (out_of_fuel, written) = match ran.and_then(|(out_of_fuel, written)| {
+    let (written, out_of_fuel) = match ran.and_then(|ran| {
         moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects)?;
-        Ok((out_of_fuel, written))
+        Ok(ran)
     }) {
         Ok(done) => done,
         Err(e) => {
