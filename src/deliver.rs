@@ -706,7 +706,7 @@ impl Webhook {
                             ..failed.clone()
                         }),
                         None => {
-                            let outcome = self.post_with_retries(url, send);
+                            let outcome = self.post_with_retries(url, send, now);
                             if let Posted::Failed(failure) = &outcome {
                                 if failure.kind == FailureKind::Transient {
                                     down.insert(host, failure.clone());
@@ -750,7 +750,9 @@ impl Webhook {
     }
 
     /// Posts `send`, trying again after a transient failure, up to the policy's tries.
-    fn post_with_retries(&self, url: &str, send: &Send) -> Posted {
+    /// `now` is the tick's clock, from which a `Retry-After` date is counted when the
+    /// response has no `Date`.
+    fn post_with_retries(&self, url: &str, send: &Send, now: DateTime<Utc>) -> Posted {
         let (method, body) = match self.request_for(send) {
             Ok(request) => request,
             Err(e) => return Posted::Failed(Failure::new(FailureKind::Permanent, e)),
@@ -761,7 +763,7 @@ impl Webhook {
             if try_index > 0 {
                 std::thread::sleep(self.config.policy.pause_before(try_index));
             }
-            match self.post(&method, url, &send.send_id, &body) {
+            match self.post(&method, url, &send.send_id, &body, now) {
                 Posted::Delivered => return Posted::Delivered,
                 Posted::Failed(failure) if failure.kind == FailureKind::Permanent => {
                     return Posted::Failed(failure)
@@ -797,7 +799,14 @@ impl Webhook {
     }
 
     /// One request. GET and DELETE carry no body.
-    fn post(&self, method: &str, url: &str, send_id: &str, body: &[u8]) -> Posted {
+    fn post(
+        &self,
+        method: &str,
+        url: &str,
+        send_id: &str,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Posted {
         if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
             return Posted::Failed(Failure::new(
                 FailureKind::Permanent,
@@ -861,7 +870,7 @@ impl Webhook {
         };
         let retry_after = match status {
             429 | 503 => header("retry-after")
-                .and_then(|value| retry_after(&value, header("date").as_deref(), Utc::now())),
+                .and_then(|value| retry_after(&value, header("date").as_deref(), now)),
             _ => None,
         };
         let location = header("location");

@@ -733,6 +733,22 @@ fn a_503_with_a_retry_after_date_counts_from_the_receivers_clock() {
 }
 
 #[test]
+fn a_retry_after_date_without_a_date_header_counts_from_the_ticks_clock() {
+    let server = Server::start();
+    // No `Date` from the receiver: counted from the tick's `now` (10:00 on 1 May 2024,
+    // years before this machine's clock), so the wait is 25 minutes, not nothing.
+    server.answer_with(503, &["Retry-After: Wed, 01 May 2024 10:25:00 GMT"]);
+    let dir = TempDir::new("webhook-retry-after-no-date");
+    let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
+    let mut deliverer = webhook(None, fast_policy());
+    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+    assert_eq!(report.failed, 1);
+    assert_eq!(server.requests().len(), 1);
+    let delivery = store.delivery("w1").unwrap().unwrap();
+    assert_eq!(delivery.next_attempt_at, Some(at(10, 25)));
+}
+
+#[test]
 fn a_short_retry_after_is_waited_within_the_call() {
     let server = Server::start();
     // No longer than the pause before the next try (10 ms here): tried again at once.
