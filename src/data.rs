@@ -101,7 +101,7 @@ use crate::ast::{self, ExprKind, Literal, UnaryOp};
 use crate::fx::{FxMap, FxSet};
 use crate::model;
 use crate::types::{Ty, TypeKind};
-use crate::value::{Origin, Record, RecordKind, Reject, Value};
+use crate::value::{Origin, Properties, Record, RecordKind, Reject, Value};
 
 /// Where a file whose earliest timestamp is unknown sorts among the files to open: first.
 const UNKNOWN_START: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
@@ -377,6 +377,8 @@ struct EventSpec {
     catalog: bool,
     /// Sorted by name.
     fields: Vec<FieldSpec>,
+    /// The fields' names, shared by every record of this event: field `i` is slot `i`.
+    names: &'static [&'static str],
 }
 
 #[derive(Debug)]
@@ -410,10 +412,15 @@ impl Compiled {
             by_source
                 .entry(Box::from(event.source.as_str()))
                 .or_insert(events.len());
+            let names: Vec<&str> = fields.iter().map(|f| &*f.name).collect();
+            let names = Properties::names_for(&names);
+            // INVARIANT: the fields are sorted by name and unique, as `names_for` sorts.
+            debug_assert!(names.iter().zip(&fields).all(|(n, f)| *n == &*f.name));
             events.push(EventSpec {
                 name: Arc::from(event.name.as_str()),
                 source: Arc::from(event.source.as_str()),
                 catalog: event.catalog,
+                names,
                 fields,
             });
         }
@@ -1345,18 +1352,11 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 Fields::Raw(j) => typed_fields(&j, &event.fields, "properties", ""),
                 other => other,
             };
-            let mut properties = BTreeMap::new();
+            let mut properties = Properties::absent(event.names);
             match given {
                 Fields::Typed(values) => {
                     for (i, v) in values {
-                        let Some(field) = event.fields.get(i) else {
-                            continue;
-                        };
-                        if v.is_null() {
-                            properties.remove(&field.name);
-                        } else {
-                            properties.insert(field.name.clone(), v);
-                        }
+                        properties.set_slot(i, v);
                     }
                 }
                 Fields::Bad(reason) => return Outcome::Reject(reason),
@@ -1411,19 +1411,14 @@ fn named_traits(mut traits: Vec<(usize, Value)>, specs: &[FieldSpec]) -> Vec<(Ar
 }
 
 /// Fills defaults in and checks that every required property is there.
-fn complete(properties: &mut BTreeMap<Arc<str>, Value>, event: &EventSpec) -> Result<(), String> {
-    if properties.len() == event.fields.len() {
-        return Ok(());
-    }
-    for field in &event.fields {
-        if properties.contains_key(&field.name) {
+fn complete(properties: &mut Properties, event: &EventSpec) -> Result<(), String> {
+    for (slot, field) in event.fields.iter().enumerate() {
+        if !properties.slot(slot).is_null() {
             continue;
         }
         match &field.default {
             Some(Value::Null) => {}
-            Some(v) => {
-                properties.insert(field.name.clone(), v.clone());
-            }
+            Some(v) => properties.set_slot(slot, v.clone()),
             None if field.ty.optional => {}
             None => return Err(format!("`{}` is missing", field.name)),
         }
@@ -2441,17 +2436,14 @@ fn table_record<'a, C: Cell<'a>>(
                 Some(Err(e)) => return Outcome::Reject(format!("`message_id` is {e}")),
                 None => derived(),
             };
-            let mut properties = BTreeMap::new();
+            let mut properties = Properties::absent(spec.names);
             for &(i, col) in fields.get(index).map(Vec::as_slice).unwrap_or_default() {
                 let Some(field) = spec.fields.get(i) else {
                     continue;
                 };
                 if let Some(c) = cell(col) {
                     match c.typed(&field.ty) {
-                        Ok(Value::Null) => {}
-                        Ok(v) => {
-                            properties.insert(field.name.clone(), v);
-                        }
+                        Ok(v) => properties.set_slot(i, v),
                         Err(e) => return Outcome::Reject(e.reason(&field.name, "")),
                     }
                 }

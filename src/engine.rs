@@ -1739,16 +1739,16 @@ impl<'m> Engine<'m> {
         };
         context.insert("customer".to_string(), minijinja::Value::from(traits));
         if let Some(event) = &p.trigger_event {
-            let property = |(k, v): (&Arc<str>, &Value)| {
-                (!v.is_null()).then(|| (k.to_string(), to_template(v)))
-            };
             let props: BTreeMap<String, minijinja::Value> = match &plan.template_event {
                 Some(read) => read
                     .iter()
-                    .filter_map(|k| event.properties.get_key_value(k))
-                    .filter_map(property)
+                    .filter_map(|k| Some((k.to_string(), to_template(event.properties.get(k)?))))
                     .collect(),
-                None => event.properties.iter().filter_map(property).collect(),
+                None => event
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), to_template(v)))
+                    .collect(),
             };
             context.insert("event".to_string(), minijinja::Value::from(props));
         }

@@ -11,14 +11,13 @@
 //! the caller reports it.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::ast::{self, AggregateFn, BinaryOp, ExprKind, Literal, UnaryOp};
 use crate::model::Schema;
-use crate::value::Value;
+use crate::value::{Properties, Value};
 
 /// A compiled expression.
 #[derive(Debug, Clone)]
@@ -352,7 +351,7 @@ pub struct EventRecord {
     pub at: DateTime<Utc>,
     pub id: Arc<str>,
     pub customer: Option<Arc<str>>,
-    pub properties: Arc<BTreeMap<Arc<str>, Value>>,
+    pub properties: Arc<Properties>,
 }
 
 /// The events an aggregate looks at, oldest first.

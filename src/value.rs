@@ -3,9 +3,9 @@
 //! [`crate::data`] reads files into [`Record`]s typed by the schema; the engine evaluates
 //! expressions to [`Value`]s. Nothing here knows about files or campaigns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -95,6 +95,130 @@ impl fmt::Display for Value {
     }
 }
 
+/// An event's properties: one value per property its schema declares, read by name.
+///
+/// The names are one list per kind of event, shared by all its events and never freed
+/// ([`Properties::names_for`]), so that a record costs one allocation for its values and
+/// nothing to count or free for its names; a property not given (and without a default)
+/// is `Null` and reads as absent.
+#[derive(Clone, PartialEq, Default)]
+pub struct Properties {
+    // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
+    names: &'static [&'static str],
+    values: Box<[Value]>,
+}
+
+/// Lists of names handed out by [`Properties::names_for`], by their content.
+static NAME_LISTS: Mutex<Option<HashMap<Vec<String>, &'static [&'static str]>>> = Mutex::new(None);
+
+impl Properties {
+    /// The shared list of `names` (sorted, without repeats), made once per distinct list for
+    /// the life of the process: a schema's events, loaded again and again, cost nothing more.
+    pub fn names_for(names: &[&str]) -> &'static [&'static str] {
+        let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut lists = NAME_LISTS.lock().unwrap_or_else(|e| e.into_inner());
+        let lists = lists.get_or_insert_with(HashMap::new);
+        if let Some(&list) = lists.get(&sorted) {
+            return list;
+        }
+        let list: Vec<&'static str> = sorted
+            .iter()
+            .map(|n| &*Box::leak(n.clone().into_boxed_str()))
+            .collect();
+        let list: &'static [&'static str] = Box::leak(list.into_boxed_slice());
+        lists.insert(sorted, list);
+        list
+    }
+
+    /// Properties named by `names` (from [`Properties::names_for`]), every one absent.
+    pub fn absent(names: &'static [&'static str]) -> Properties {
+        Properties {
+            names,
+            values: vec![Value::Null; names.len()].into_boxed_slice(),
+        }
+    }
+
+    /// Sets the property at `slot`, the position of its name in the list.
+    pub fn set_slot(&mut self, slot: usize, value: Value) {
+        if let Some(v) = self.values.get_mut(slot) {
+            *v = value;
+        }
+    }
+
+    pub fn slot(&self, slot: usize) -> &Value {
+        self.values.get(slot).unwrap_or(&Value::Null)
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+
+    /// The property `name`; `None` when it is absent or not declared.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.position(name)
+            .map(|i| &self.values[i])
+            .filter(|v| !v.is_null())
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The properties given, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> + '_ {
+        self.names
+            .iter()
+            .zip(self.values.iter())
+            .filter(|(_, v)| !v.is_null())
+            .map(|(n, v)| (*n, v))
+    }
+
+    /// Sets `name` to `value`, declaring it if it is not.
+    pub fn insert(&mut self, name: &str, value: Value) {
+        match self.position(name) {
+            Some(i) => self.values[i] = value,
+            None => {
+                let mut all: Vec<(&str, Value)> =
+                    self.iter().map(|(n, v)| (n, v.clone())).collect();
+                all.push((name, value));
+                *self = all.into_iter().collect();
+            }
+        }
+    }
+}
+
+impl<K: AsRef<str>> FromIterator<(K, Value)> for Properties {
+    /// The last value of a name wins, as in a map.
+    fn from_iter<I: IntoIterator<Item = (K, Value)>>(pairs: I) -> Properties {
+        let pairs: Vec<(K, Value)> = pairs.into_iter().collect();
+        let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+        let mut properties = Properties::absent(Properties::names_for(&names));
+        for (name, value) in pairs {
+            if let Some(i) = properties.position(name.as_ref()) {
+                properties.values[i] = value;
+            }
+        }
+        properties
+    }
+}
+
+impl std::ops::Index<&str> for Properties {
+    type Output = Value;
+    /// The property `name`, or none.
+    fn index(&self, name: &str) -> &Value {
+        self.get(name).unwrap_or(&Value::Null)
+    }
+}
+
+impl fmt::Debug for Properties {
+    /// As a map of the properties given.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 /// Where a record came from, for rejects and explanations.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
@@ -124,7 +248,7 @@ pub enum RecordKind {
     /// declared properties (missing optional ones absent, defaults filled in).
     Event {
         event: Arc<str>,
-        properties: BTreeMap<Arc<str>, Value>,
+        properties: Properties,
     },
 }
 

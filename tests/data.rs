@@ -13,14 +13,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use moments::check;
 use moments::data::{write_rejects, DataSet, RecordStream};
 use moments::diagnostic::{SourceFile, Sources};
 use moments::model::Schema;
-use moments::value::{Record, RecordKind, Reject, Value};
+use moments::value::{Properties, Record, RecordKind, Reject, Value};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
@@ -105,7 +104,7 @@ fn meaning(r: &Record) -> (DateTime<Utc>, Option<String>, Option<String>, String
     )
 }
 
-fn properties(r: &Record) -> &BTreeMap<Arc<str>, Value> {
+fn properties(r: &Record) -> &Properties {
     match &r.kind {
         RecordKind::Event { properties, .. } => properties,
         other => panic!("not an event: {other:?}"),

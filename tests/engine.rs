@@ -80,10 +80,7 @@ fn track(
         id: Arc::from(id),
         kind: RecordKind::Event {
             event: Arc::from(event),
-            properties: props
-                .iter()
-                .map(|(k, v)| (Arc::from(*k), v.clone()))
-                .collect::<BTreeMap<_, _>>(),
+            properties: props.iter().map(|(k, v)| (*k, v.clone())).collect(),
         },
         origin: Origin {
             file: Arc::from("test"),

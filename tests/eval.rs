@@ -51,12 +51,7 @@ fn event(id: &str, when: DateTime<Utc>, props: &[(&str, Value)]) -> EventRecord 
         at: when,
         id: Arc::from(id),
         customer: Some(Arc::from("c1")),
-        properties: Arc::new(
-            props
-                .iter()
-                .map(|(k, v)| (Arc::from(*k), v.clone()))
-                .collect(),
-        ),
+        properties: Arc::new(props.iter().map(|(k, v)| (*k, v.clone())).collect()),
     }
 }
 
@@ -311,8 +306,7 @@ fn in_reads_each_element_of_a_list_of_records() {
     };
     let mut products: Vec<Value> = products.to_vec();
     products.insert(0, Value::Record(Arc::new(no_id)));
-    Arc::make_mut(&mut with_products.properties)
-        .insert(Arc::from("products"), Value::List(products.into()));
+    Arc::make_mut(&mut with_products.properties).insert("products", Value::List(products.into()));
     let mut history = Events::default();
     history.0.insert(
         ("order_completed".into(), false),

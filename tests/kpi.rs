@@ -80,7 +80,7 @@ fn event(
         id: Arc::from(id),
         kind: RecordKind::Event {
             event: Arc::from(name),
-            properties: props.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+            properties: props.into_iter().collect(),
         },
         origin: Origin {
             file: Arc::from("test"),
