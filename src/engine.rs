@@ -1397,7 +1397,9 @@ impl<'m> Engine<'m> {
             return;
         };
         let zone = self.zone_of(customer);
-        let send_id = schedule::send_id(&plan.id, &p.customer, &p.trigger_key);
+        // An entry triggered before `from` is decided (a later limit or cap counts it) but
+        // not reported: no send id, reason or message is made for it.
+        let reported = from.is_none_or(|f| p.trigger_at >= f);
         let histories = Histories {
             own: &customer.history,
             tallies: &customer.tallies,
@@ -1446,13 +1448,16 @@ impl<'m> Engine<'m> {
                     })
             });
             if let Some(e) = hit {
+                fate = Some(Fate::Cancelled);
+                if !reported {
+                    break;
+                }
                 let source = self
                     .model
                     .schema
                     .events
                     .get(&**event)
                     .map_or(event.to_string(), |d| d.source.clone());
-                fate = Some(Fate::Cancelled);
                 reason = format!(
                     "cancelled: {source} at {}, {} after the trigger",
                     local_time(e.at, zone),
@@ -1478,6 +1483,8 @@ impl<'m> Engine<'m> {
             if let Some(rule) = self.consent.get(&plan.channel) {
                 if !eval::holds(rule, &cx) {
                     fate = Some(Fate::NoConsent);
+                }
+                if fate.is_some() && reported {
                     let mut read = Vec::new();
                     collect_traits(rule, &mut read);
                     read.sort_unstable();
@@ -1527,6 +1534,8 @@ impl<'m> Engine<'m> {
                     .collect();
                 if in_window.len() as u64 >= count {
                     fate = Some(Fate::Limited);
+                }
+                if fate.is_some() && reported {
                     let last = in_window
                         .last()
                         .map(|t| local_time(**t, zone))
@@ -1555,6 +1564,8 @@ impl<'m> Engine<'m> {
                     .count();
                 if recent as u64 >= count {
                     fate = Some(Fate::Capped);
+                }
+                if fate.is_some() && reported {
                     let messages = if recent == 1 { "message" } else { "messages" };
                     reason = format!("capped: {recent} {messages} in the last {per}, cap {count}");
                 }
@@ -1563,10 +1574,12 @@ impl<'m> Engine<'m> {
         // 6. control
         if fate.is_none() && schedule::in_holdout(&plan.id, &p.customer, plan.holdout_percent) {
             fate = Some(Fate::Control);
-            reason = format!("control: in the {}% holdout", plan.holdout_percent);
+            if reported {
+                reason = format!("control: in the {}% holdout", plan.holdout_percent);
+            }
         }
         let fate = fate.unwrap_or(Fate::Sent);
-        if fate == Fate::Sent {
+        if fate == Fate::Sent && reported {
             reason = if p.send_at != p.due_at {
                 format!(
                     "sent: moved by quiet hours from {} to {}",
@@ -1577,12 +1590,11 @@ impl<'m> Engine<'m> {
                 "sent".to_string()
             };
         }
-        let reported = from.is_none_or(|f| p.trigger_at >= f);
-        let mut entry_send_id = None;
-        if matches!(fate, Fate::Sent | Fate::Control) {
-            entry_send_id = Some(send_id.clone());
-            let message = self.render(p.moment, customer, &p, &send_id);
-            if reported {
+        if reported {
+            let mut entry_send_id = None;
+            if matches!(fate, Fate::Sent | Fate::Control) {
+                let send_id = schedule::send_id(&plan.id, &p.customer, &p.trigger_key);
+                let message = self.render(p.moment, customer, &p, &send_id);
                 self.out.send(Send {
                     send_id: send_id.clone(),
                     moment: plan.id.to_string(),
@@ -1597,9 +1609,8 @@ impl<'m> Engine<'m> {
                     sent_at: p.send_at,
                     message,
                 });
+                entry_send_id = Some(send_id);
             }
-        }
-        if reported {
             self.out.entry(Entry {
                 moment: plan.id.to_string(),
                 customer_id: p.customer.to_string(),

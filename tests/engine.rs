@@ -271,6 +271,41 @@ fn the_limit_allows_one_send_a_week() {
 }
 
 #[test]
+fn an_entry_before_from_is_not_reported_but_still_counts_for_the_limit() {
+    let model = model(&[("cart", CART)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(2, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        added("a1", "ada", t(2, 10, 0), 25.0), // before `from`: sent, not reported
+        added("a2", "ada", t(5, 10, 0), 25.0), // within 7d of a1: limited
+        added("a3", "ada", t(9, 12, 0), 25.0), // 7d and 2h after a1: sent
+    ];
+    let out = run(&model, records.into_iter(), Some(t(4, 0, 0)), t(12, 0, 0));
+    let got: Vec<(&str, Option<Fate>)> = out
+        .entries
+        .iter()
+        .map(|e| (e.trigger_key.as_str(), e.fate))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("a2", Some(Fate::Limited)), ("a3", Some(Fate::Sent))]
+    );
+    assert!(
+        out.entries[0]
+            .reason
+            .starts_with("limited: already had this moment at"),
+        "{}",
+        out.entries[0].reason
+    );
+    let sent: Vec<&str> = out.sends.iter().map(|s| s.customer_id.as_str()).collect();
+    assert_eq!(sent, ["ada"], "only a3's send is reported");
+}
+
+#[test]
 fn entries_due_after_now_are_pending_and_running_in_steps_gives_the_same_sends() {
     let model = model(&[("cart", CART)]);
     let records = || {
