@@ -712,40 +712,37 @@ fn a_429_with_retry_after_waits_as_asked_and_spares_the_host() {
 }
 
 #[test]
-fn a_503_with_a_retry_after_date_counts_from_the_receivers_clock() {
-    let server = Server::start();
-    // Ten minutes after the receiver's own `Date`, whatever this machine's clock says.
-    server.answer_with(
-        503,
-        &[
-            "Date: Tue, 24 Nov 2026 09:00:00 GMT",
-            "Retry-After: Tue, 24 Nov 2026 09:10:00 GMT",
-        ],
-    );
-    let dir = TempDir::new("webhook-retry-after-date");
-    let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
-    let mut deliverer = webhook(None, fast_policy());
-    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
-    assert_eq!(report.failed, 1);
-    assert_eq!(server.requests().len(), 1);
-    let delivery = store.delivery("w1").unwrap().unwrap();
-    assert_eq!(delivery.next_attempt_at, Some(at(10, 10)));
-}
-
-#[test]
-fn a_retry_after_date_without_a_date_header_counts_from_the_ticks_clock() {
-    let server = Server::start();
-    // No `Date` from the receiver: counted from the tick's `now` (10:00 on 1 May 2024,
-    // years before this machine's clock), so the wait is 25 minutes, not nothing.
-    server.answer_with(503, &["Retry-After: Wed, 01 May 2024 10:25:00 GMT"]);
-    let dir = TempDir::new("webhook-retry-after-no-date");
-    let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
-    let mut deliverer = webhook(None, fast_policy());
-    let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
-    assert_eq!(report.failed, 1);
-    assert_eq!(server.requests().len(), 1);
-    let delivery = store.delivery("w1").unwrap().unwrap();
-    assert_eq!(delivery.next_attempt_at, Some(at(10, 25)));
+fn a_retry_after_date_counts_from_the_receivers_date_or_else_the_ticks_clock() {
+    let cases: [(&str, &[&str], DateTime<Utc>); 2] = [
+        (
+            // Ten minutes after the receiver's own `Date`, whatever this machine's clock says.
+            "date",
+            &[
+                "Date: Tue, 24 Nov 2026 09:00:00 GMT",
+                "Retry-After: Tue, 24 Nov 2026 09:10:00 GMT",
+            ],
+            at(10, 10),
+        ),
+        (
+            // No `Date`: counted from the tick's `now` (10:00 on 1 May 2024, years before
+            // this machine's clock), so the wait is 25 minutes, not nothing.
+            "no-date",
+            &["Retry-After: Wed, 01 May 2024 10:25:00 GMT"],
+            at(10, 25),
+        ),
+    ];
+    for (name, headers, next_attempt) in cases {
+        let server = Server::start();
+        server.answer_with(503, headers);
+        let dir = TempDir::new(&format!("webhook-retry-after-{name}"));
+        let mut store = store_with(&dir, &[webhook_send("w1", &server.url("/hook"))]);
+        let mut deliverer = webhook(None, fast_policy());
+        let report = deliver_pending(&mut store, &mut deliverer, at(10, 0)).unwrap();
+        assert_eq!(report.failed, 1, "{name}");
+        assert_eq!(server.requests().len(), 1, "{name}");
+        let delivery = store.delivery("w1").unwrap().unwrap();
+        assert_eq!(delivery.next_attempt_at, Some(next_attempt), "{name}");
+    }
 }
 
 #[test]

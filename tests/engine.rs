@@ -246,10 +246,9 @@ fn quiet_hours_move_the_send_to_the_morning_in_the_customer_zone() {
     );
 }
 
-#[test]
-fn the_limit_allows_one_send_a_week() {
-    let model = model(&[("cart", CART)]);
-    let records = vec![
+/// Ada's carts, with the cart moment's limit of one a week.
+fn three_carts_in_a_week() -> Vec<Record> {
+    vec![
         identify(
             "i1",
             "ada",
@@ -259,8 +258,13 @@ fn the_limit_allows_one_send_a_week() {
         added("a1", "ada", t(2, 10, 0), 25.0), // sent 11:00 on the 2nd
         added("a2", "ada", t(5, 10, 0), 25.0), // within 7d: limited
         added("a3", "ada", t(9, 12, 0), 25.0), // sent 13:00 on the 9th: 7d and 2h later
-    ];
-    let got: Vec<Option<Fate>> = fates(&model, records, t(12, 0, 0))
+    ]
+}
+
+#[test]
+fn the_limit_allows_one_send_a_week() {
+    let model = model(&[("cart", CART)]);
+    let got: Vec<Option<Fate>> = fates(&model, three_carts_in_a_week(), t(12, 0, 0))
         .into_iter()
         .map(|f| f.1)
         .collect();
@@ -273,17 +277,8 @@ fn the_limit_allows_one_send_a_week() {
 #[test]
 fn an_entry_before_from_is_not_reported_but_still_counts_for_the_limit() {
     let model = model(&[("cart", CART)]);
-    let records = vec![
-        identify(
-            "i1",
-            "ada",
-            t(2, 9, 0),
-            &[("email_opt_in", Value::Bool(true))],
-        ),
-        added("a1", "ada", t(2, 10, 0), 25.0), // before `from`: sent, not reported
-        added("a2", "ada", t(5, 10, 0), 25.0), // within 7d of a1: limited
-        added("a3", "ada", t(9, 12, 0), 25.0), // 7d and 2h after a1: sent
-    ];
+    // a1 is before `from`: sent, not reported, and it still limits a2.
+    let records = three_carts_in_a_week();
     let out = run(&model, records.into_iter(), Some(t(4, 0, 0)), t(12, 0, 0));
     let got: Vec<(&str, Option<Fate>)> = out
         .entries
