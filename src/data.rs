@@ -415,7 +415,10 @@ impl Compiled {
             let names: Vec<&str> = fields.iter().map(|f| &*f.name).collect();
             let names = Properties::names_for(&names);
             // INVARIANT: the fields are sorted by name and unique, as `names_for` sorts.
-            debug_assert!(names.iter().zip(&fields).all(|(n, f)| *n == &*f.name));
+            debug_assert!(
+                names.len() == fields.len()
+                    && names.iter().zip(&fields).all(|(n, f)| *n == &*f.name)
+            );
             events.push(EventSpec {
                 name: Arc::from(event.name.as_str()),
                 source: Arc::from(event.source.as_str()),

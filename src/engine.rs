@@ -1481,10 +1481,11 @@ impl<'m> Engine<'m> {
         // 3. no_consent, at the send instant
         if fate.is_none() {
             if let Some(rule) = self.consent.get(&plan.channel) {
-                if !eval::holds(rule, &cx) {
+                let refused = !eval::holds(rule, &cx);
+                if refused {
                     fate = Some(Fate::NoConsent);
                 }
-                if fate.is_some() && reported {
+                if refused && reported {
                     let mut read = Vec::new();
                     collect_traits(rule, &mut read);
                     read.sort_unstable();
@@ -1532,10 +1533,11 @@ impl<'m> Engine<'m> {
                     .iter()
                     .filter(|t| per.is_none_or(|w| (p.send_at - **t).num_seconds() < w))
                     .collect();
-                if in_window.len() as u64 >= count {
+                let limited = in_window.len() as u64 >= count;
+                if limited {
                     fate = Some(Fate::Limited);
                 }
-                if fate.is_some() && reported {
+                if limited && reported {
                     let last = in_window
                         .last()
                         .map(|t| local_time(**t, zone))
@@ -1562,10 +1564,11 @@ impl<'m> Engine<'m> {
                     .iter()
                     .filter(|t| (p.send_at - **t).num_seconds() < window)
                     .count();
-                if recent as u64 >= count {
+                let capped = recent as u64 >= count;
+                if capped {
                     fate = Some(Fate::Capped);
                 }
-                if fate.is_some() && reported {
+                if capped && reported {
                     let messages = if recent == 1 { "message" } else { "messages" };
                     reason = format!("capped: {recent} {messages} in the last {per}, cap {count}");
                 }

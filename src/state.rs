@@ -444,7 +444,7 @@ impl StateStore {
             .conn
             .query_row(
                 "SELECT value FROM meta WHERE key = ?1",
-                params![format!("outbox:{outbox}")],
+                params![outbox_key(outbox)],
                 |row| row.get(0),
             )
             .optional()
@@ -785,13 +785,18 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     tx.commit().map_err(open_error)
 }
 
+/// The `meta` key of the mark of the outbox at `outbox` (its canonical path).
+fn outbox_key(outbox: &str) -> String {
+    format!("outbox:{outbox}")
+}
+
 fn write_outbox_mark(conn: &Connection, mark: &OutboxMark) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
     .execute(params![
-        format!("outbox:{}", mark.outbox),
+        outbox_key(&mark.outbox),
         format!("{} {}", mark.file, mark.len)
     ])
     .map(drop)

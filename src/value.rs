@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -101,7 +101,7 @@ impl fmt::Display for Value {
 /// ([`Properties::names_for`]), so that a record costs one allocation for its values and
 /// nothing to count or free for its names; a property not given (and without a default)
 /// is `Null` and reads as absent.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, Default)]
 pub struct Properties {
     // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
     names: &'static [&'static str],
@@ -109,7 +109,8 @@ pub struct Properties {
 }
 
 /// Lists of names handed out by [`Properties::names_for`], by their content.
-static NAME_LISTS: Mutex<Option<HashMap<Vec<String>, &'static [&'static str]>>> = Mutex::new(None);
+static NAME_LISTS: LazyLock<Mutex<HashMap<Vec<String>, &'static [&'static str]>>> =
+    LazyLock::new(Mutex::default);
 
 impl Properties {
     /// The shared list of `names` (sorted, without repeats), made once per distinct list for
@@ -119,7 +120,6 @@ impl Properties {
         sorted.sort();
         sorted.dedup();
         let mut lists = NAME_LISTS.lock().unwrap_or_else(|e| e.into_inner());
-        let lists = lists.get_or_insert_with(HashMap::new);
         if let Some(&list) = lists.get(&sorted) {
             return list;
         }
@@ -201,6 +201,13 @@ impl<K: AsRef<str>> FromIterator<(K, Value)> for Properties {
             }
         }
         properties
+    }
+}
+
+impl PartialEq for Properties {
+    /// The same properties given, whatever else each declares.
+    fn eq(&self, other: &Properties) -> bool {
+        self.iter().eq(other.iter())
     }
 }
 
