@@ -119,6 +119,8 @@ struct MomentPlan {
     template_event: Option<Vec<Arc<str>>>,
     /// Every variable the templates read (`customer.first_name`, `event`), sorted.
     template_variables: Vec<String>,
+    /// The templates' `moment` record (`id`, `title`), made once.
+    moment_record: minijinja::Value,
     /// An event the customer must have had for the `where` to hold (it requires
     /// `did(E …)` or `count(E …) >= 1` of the customer's own): only such customers are
     /// considered when a catalog event or a schedule fires for everyone.
@@ -796,6 +798,10 @@ impl<'m> Engine<'m> {
                 template_traits,
                 template_event,
                 template_variables: read,
+                moment_record: minijinja::Value::from(BTreeMap::from([
+                    ("id", minijinja::Value::from(m.id.as_str())),
+                    ("title", minijinja::Value::from(m.title.as_str())),
+                ])),
                 gate,
             });
         }
@@ -1742,45 +1748,42 @@ impl<'m> Engine<'m> {
         send_id: &str,
     ) -> BTreeMap<String, String> {
         let plan = &self.moments[moment];
-        let mut context: BTreeMap<String, minijinja::Value> = BTreeMap::new();
+        // Keys are `minijinja::Value`s: names up to 22 bytes are kept inline, so building
+        // the context allocates little beyond the maps themselves.
+        type Map = BTreeMap<minijinja::Value, minijinja::Value>;
+        let key = |name: &str| minijinja::Value::from(name);
+        let mut context = Map::new();
         let trait_value = |i: usize| {
             let value = customer.traits.get(i).filter(|v| !v.is_null())?;
-            Some((self.traits.names[i].to_string(), to_template(value)))
+            Some((key(&self.traits.names[i]), to_template(value)))
         };
-        let traits: BTreeMap<String, minijinja::Value> = match &plan.template_traits {
+        let traits: Map = match &plan.template_traits {
             Some(read) => read.iter().filter_map(|&i| trait_value(i)).collect(),
             None => (0..customer.traits.len()).filter_map(trait_value).collect(),
         };
-        context.insert("customer".to_string(), minijinja::Value::from(traits));
+        context.insert(key("customer"), minijinja::Value::from(traits));
         if let Some(event) = &p.trigger_event {
-            let props: BTreeMap<String, minijinja::Value> = match &plan.template_event {
+            let props: Map = match &plan.template_event {
                 Some(read) => read
                     .iter()
-                    .filter_map(|k| Some((k.to_string(), to_template(event.properties.get(k)?))))
+                    .filter_map(|k| Some((key(k), to_template(event.properties.get(k)?))))
                     .collect(),
                 None => event
                     .properties
                     .iter()
-                    .map(|(k, v)| (k.to_string(), to_template(v)))
+                    .map(|(k, v)| (key(k), to_template(v)))
                     .collect(),
             };
-            context.insert("event".to_string(), minijinja::Value::from(props));
+            context.insert(key("event"), minijinja::Value::from(props));
         }
         for (name, value) in plan.let_names.iter().zip(&p.lets) {
             if !value.is_null() {
-                context.insert(name.clone(), to_template(value));
+                context.insert(key(name), to_template(value));
             }
         }
-        let record = |fields: &[(&str, &str)]| {
-            let fields: BTreeMap<String, minijinja::Value> = fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), minijinja::Value::from(*v)))
-                .collect();
-            minijinja::Value::from(fields)
-        };
-        let moment_fields = [("id", &*plan.id), ("title", plan.title.as_str())];
-        context.insert("moment".to_string(), record(&moment_fields));
-        context.insert("send".to_string(), record(&[("id", send_id)]));
+        context.insert(key("moment"), plan.moment_record.clone());
+        let send: Map = [(key("id"), minijinja::Value::from(send_id))].into();
+        context.insert(key("send"), minijinja::Value::from(send));
         let context = minijinja::Value::from(context);
         plan.fields
             .iter()
@@ -2173,9 +2176,11 @@ fn to_template(value: &Value) -> minijinja::Value {
         Value::Record(fields) => minijinja::Value::from(
             fields
                 .iter()
-                .map(|(k, v)| (k.to_string(), to_template(v)))
+                .map(|(k, v)| (k.clone(), to_template(v)))
                 .collect::<BTreeMap<_, _>>(),
         ),
+        // Shared, not copied.
+        Value::Text(text) => minijinja::Value::from(text.clone()),
         other => minijinja::Value::from(other.to_string()),
     }
 }
