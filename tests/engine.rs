@@ -170,6 +170,45 @@ fn an_abandoned_cart_is_sent_an_hour_later_with_the_message_rendered() {
 }
 
 #[test]
+fn a_template_sees_the_moment_the_send_its_lets_the_event_and_the_customer() {
+    let context = r#"
+moment cart_context "Cart, with context" {
+  trigger {
+    on product_added
+    let doubled = event.price * 2
+  }
+  message email {
+    subject "{{ moment.id }} / {{ moment.title }} / {{ send.id }}"
+    body "{{ doubled }} {{ event.price }} {{ event.product_id }} {{ customer.first_name | default('friend') }} {{ customer.birthday | default('-') }}"
+  }
+  kpi "Return" = rate(order_completed within 1d after send)
+}
+"#;
+    let model = model(&[("cart_context", context)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[
+                ("first_name", Value::text("Ada")),
+                ("email_opt_in", Value::Bool(true)),
+            ],
+        ),
+        added("a1", "ada", t(18, 10, 0), 12.5),
+    ];
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    assert_eq!(out.sends.len(), 1, "{:#?}", out.entries);
+    let send = &out.sends[0];
+    assert!(!send.send_id.is_empty());
+    assert_eq!(
+        send.message["subject"],
+        format!("cart_context / Cart, with context / {}", send.send_id)
+    );
+    assert_eq!(send.message["body"], "25.0 12.5 p1 Ada -");
+}
+
+#[test]
 fn an_order_within_the_hour_cancels() {
     let model = model(&[("cart", CART)]);
     let records = vec![
