@@ -1116,10 +1116,12 @@ impl<'m> Engine<'m> {
                 self.schedule_date_triggers(&customer_id, record.at);
             }
             RecordKind::Event { event, properties } => {
+                // Moved, not cloned: the record's counters stay on the reading thread's
+                // cache lines until something here needs a second owner.
                 let rec = EventRecord {
                     at: record.at,
-                    id: record.id.clone(),
-                    customer: record.customer.clone(),
+                    id: record.id,
+                    customer: record.customer,
                     properties: Arc::new(properties),
                 };
                 let route = self.route(&event);
@@ -1129,47 +1131,52 @@ impl<'m> Engine<'m> {
                     }
                     keep_appending(slot(&mut self.shop_history, &event), rec.clone(), keep);
                 }
-                match &record.customer {
+                match &rec.customer {
                     // Another engine's customer: only the shop's indexes above.
                     Some(customer_id) if !self.owns(customer_id) => {}
                     Some(customer_id) => {
-                        let customer = self.customer(customer_id);
-                        // INVARIANT: events no expression reads are not kept (`keep`);
-                        // with `keep` off (tracing) everything is.
-                        match route.keep_own {
-                            Some(None) => {}
-                            Some(Some(keep)) => keep_appending(
-                                slot(&mut customer.history, &event),
-                                rec.clone(),
-                                Some(keep),
-                            ),
-                            None => slot(&mut customer.history, &event).push(rec.clone()),
+                        if !self.customers.contains_key(customer_id) {
+                            self.new_customer(customer_id);
                         }
-                        if let Some(bit) = route.gate {
-                            if customer.gates & bit == 0 {
-                                customer.gates |= bit;
-                                if let Some((_, customers)) = self.gated.get_mut(&event) {
-                                    customers.insert(customer_id.clone());
-                                }
+                        // One lookup for everything below: the fields are borrowed apart.
+                        let Engine {
+                            customers,
+                            gated,
+                            own_keyed,
+                            tally_specs,
+                            ..
+                        } = &mut *self;
+                        if let Some(customer) = customers.get_mut(customer_id) {
+                            // INVARIANT: events no expression reads are not kept (`keep`);
+                            // with `keep` off (tracing) everything is.
+                            match route.keep_own {
+                                Some(None) => {}
+                                Some(Some(keep)) => keep_appending(
+                                    slot(&mut customer.history, &event),
+                                    rec.clone(),
+                                    Some(keep),
+                                ),
+                                None => slot(&mut customer.history, &event).push(rec.clone()),
                             }
-                        }
-                        if !route.own_keyed.is_empty() {
-                            if let Some(customer) = self.customers.get_mut(customer_id) {
-                                for &i in &route.own_keyed {
-                                    if customer.keyed.len() <= i {
-                                        customer.keyed.resize_with(i + 1, KeyIndex::usable);
+                            if let Some(bit) = route.gate {
+                                if customer.gates & bit == 0 {
+                                    customer.gates |= bit;
+                                    if let Some((_, customers)) = gated.get_mut(&event) {
+                                        customers.insert(customer_id.clone());
                                     }
-                                    let (spec, keep) = &self.own_keyed[i];
-                                    customer.keyed[i].add(spec, &rec, *keep);
                                 }
                             }
-                        }
-                        if route.tally {
-                            if let (Some(spec), Some(customer)) = (
-                                self.tally_specs.get(&event),
-                                self.customers.get_mut(customer_id),
-                            ) {
-                                slot(&mut customer.tallies, &event).add(spec, &rec);
+                            for &i in &route.own_keyed {
+                                if customer.keyed.len() <= i {
+                                    customer.keyed.resize_with(i + 1, KeyIndex::usable);
+                                }
+                                let (spec, keep) = &own_keyed[i];
+                                customer.keyed[i].add(spec, &rec, *keep);
+                            }
+                            if route.tally {
+                                if let Some(spec) = tally_specs.get(&event) {
+                                    slot(&mut customer.tallies, &event).add(spec, &rec);
+                                }
                             }
                         }
                         for &index in &route.moments {
@@ -1245,23 +1252,28 @@ impl<'m> Engine<'m> {
     }
 
     fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
-        // The id is cloned only for a new customer: see `slot`.
         if !self.customers.contains_key(id) {
-            self.note_zone(self.default_zone_of_new);
-            self.customer_ids.insert(id.clone());
-            let defaults = &self.traits.defaults;
-            let customer = Customer {
-                zone: self.default_zone_of_new,
-                traits: defaults.clone(),
-                changed: vec![None; defaults.len()],
-                ..Customer::default()
-            };
-            self.customers.insert(id.clone(), customer);
+            self.new_customer(id);
         }
         // INVARIANT: present, inserted just above when it was not.
         self.customers
             .get_mut(id)
             .expect("the customer was just made")
+    }
+
+    /// A customer seen for the first time: the schema's defaults, the shop's zone.
+    fn new_customer(&mut self, id: &Arc<str>) {
+        // The id is cloned only for a new customer: see `slot`.
+        self.note_zone(self.default_zone_of_new);
+        self.customer_ids.insert(id.clone());
+        let defaults = &self.traits.defaults;
+        let customer = Customer {
+            zone: self.default_zone_of_new,
+            traits: defaults.clone(),
+            changed: vec![None; defaults.len()],
+            ..Customer::default()
+        };
+        self.customers.insert(id.clone(), customer);
     }
 
     /// A trigger occurrence: evaluate `let` and `where` at its instant; an entry if it holds.
