@@ -1246,6 +1246,16 @@ impl NdjsonSource {
     }
 }
 
+/// One line, whole: a top-level object and nothing after it.
+fn parse_line<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    seed: TopSeed<'_>,
+) -> serde_json::Result<Top<'de>> {
+    let top = de::DeserializeSeed::deserialize(seed, &mut de)?;
+    de.end()?;
+    Ok(top)
+}
+
 /// Turns one NDJSON line into a record.
 fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Outcome {
     let schema = ctx.schema.clone();
@@ -1253,11 +1263,13 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
         schema: &schema,
         texts: &mut ctx.texts,
     };
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let top = match de::DeserializeSeed::deserialize(seed, &mut de).and_then(|top| {
-        de.end()?;
-        Ok(top)
-    }) {
+    let parsed = match std::str::from_utf8(line) {
+        // Checked once for the whole line, so the parser does not check each string again.
+        Ok(text) => parse_line(serde_json::Deserializer::from_str(text), seed),
+        // The parser says where the bad byte is.
+        Err(_) => parse_line(serde_json::Deserializer::from_slice(line), seed),
+    };
+    let top = match parsed {
         Ok(top) => top,
         Err(e) => return Outcome::Reject(format!("bad JSON: {e}")),
     };
