@@ -90,43 +90,24 @@ impl SortedFile {
 
     /// Add a line (without its newline).
     pub fn push(&mut self, key: &Key, line: &[u8]) -> io::Result<()> {
-        self.push_with(key, |bytes| {
-            bytes.extend_from_slice(line);
-            Ok(())
-        })
-    }
-
-    /// Add a value as one line of JSON.
-    pub fn push_json(&mut self, key: &Key, value: &impl serde::Serialize) -> io::Result<()> {
-        self.push_with(key, |bytes| Ok(serde_json::to_writer(bytes, value)?))
-    }
-
-    /// Add a line that `write` appends to the held bytes, after the key.
-    fn push_with(
-        &mut self,
-        key: &Key,
-        write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(&key.0);
-        let line_start = self.bytes.len();
-        if let Err(e) = write(&mut self.bytes) {
-            self.bytes.truncate(start);
-            return Err(e);
-        }
-        let (Ok(key_len), Ok(line_len)) = (
-            u32::try_from(key.0.len()),
-            u32::try_from(self.bytes.len() - line_start),
-        ) else {
-            self.bytes.truncate(start);
+        let (Ok(key_len), Ok(line_len)) = (u32::try_from(key.0.len()), u32::try_from(line.len()))
+        else {
             return Err(io::Error::other("a line of 4 GiB or more"));
         };
-        self.held.push((start, key_len, line_len));
+        self.held.push((self.bytes.len(), key_len, line_len));
+        self.bytes.extend_from_slice(&key.0);
+        self.bytes.extend_from_slice(line);
         self.lines += 1;
         if self.bytes.len() + self.held.len() * 16 >= self.budget {
             self.spill()?;
         }
         Ok(())
+    }
+
+    /// Add a value as one line of JSON.
+    pub fn push_json(&mut self, key: &Key, value: &impl serde::Serialize) -> io::Result<()> {
+        let line = serde_json::to_vec(value)?;
+        self.push(key, &line)
     }
 
     /// The held lines in order (stable: equal keys in the order pushed).
