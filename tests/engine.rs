@@ -144,10 +144,9 @@ fn fates(
         .collect()
 }
 
-#[test]
-fn an_abandoned_cart_is_sent_an_hour_later_with_the_message_rendered() {
-    let model = model(&[("cart", CART)]);
-    let records = vec![
+/// Ada, who takes email, puts a product of `price` in her cart at 10:00 on 18 November.
+fn ada_adds_to_her_cart(price: f64) -> Vec<Record> {
+    vec![
         identify(
             "i1",
             "ada",
@@ -157,8 +156,14 @@ fn an_abandoned_cart_is_sent_an_hour_later_with_the_message_rendered() {
                 ("email_opt_in", Value::Bool(true)),
             ],
         ),
-        added("a1", "ada", t(18, 10, 0), 25.0),
-    ];
+        added("a1", "ada", t(18, 10, 0), price),
+    ]
+}
+
+#[test]
+fn an_abandoned_cart_is_sent_an_hour_later_with_the_message_rendered() {
+    let model = model(&[("cart", CART)]);
+    let records = ada_adds_to_her_cart(25.0);
     let out = run(&model, records.into_iter(), None, t(19, 0, 0));
     assert_eq!(out.entries.len(), 1);
     assert_eq!(out.entries[0].fate, Some(Fate::Sent));
@@ -185,18 +190,7 @@ moment cart_context "Cart, with context" {
 }
 "#;
     let model = model(&[("cart_context", context)]);
-    let records = vec![
-        identify(
-            "i1",
-            "ada",
-            t(18, 9, 0),
-            &[
-                ("first_name", Value::text("Ada")),
-                ("email_opt_in", Value::Bool(true)),
-            ],
-        ),
-        added("a1", "ada", t(18, 10, 0), 12.5),
-    ];
+    let records = ada_adds_to_her_cart(12.5);
     let out = run(&model, records.into_iter(), None, t(19, 0, 0));
     assert_eq!(out.sends.len(), 1, "{:#?}", out.entries);
     let send = &out.sends[0];
