@@ -1135,9 +1135,7 @@ impl<'m> Engine<'m> {
                     // Another engine's customer: only the shop's indexes above.
                     Some(customer_id) if !self.owns(customer_id) => {}
                     Some(customer_id) => {
-                        if !self.customers.contains_key(customer_id) {
-                            self.new_customer(customer_id);
-                        }
+                        self.know_customer(customer_id);
                         // One lookup for everything below: the fields are borrowed apart.
                         let Engine {
                             customers,
@@ -1252,17 +1250,19 @@ impl<'m> Engine<'m> {
     }
 
     fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
-        if !self.customers.contains_key(id) {
-            self.new_customer(id);
-        }
+        self.know_customer(id);
         // INVARIANT: present, inserted just above when it was not.
         self.customers
             .get_mut(id)
             .expect("the customer was just made")
     }
 
-    /// A customer seen for the first time: the schema's defaults, the shop's zone.
-    fn new_customer(&mut self, id: &Arc<str>) {
+    /// Makes a customer seen for the first time known: the schema's defaults, the shop's
+    /// zone. Nothing changes for a known one.
+    fn know_customer(&mut self, id: &Arc<str>) {
+        if self.customers.contains_key(id) {
+            return;
+        }
         // The id is cloned only for a new customer: see `slot`.
         self.note_zone(self.default_zone_of_new);
         self.customer_ids.insert(id.clone());
