@@ -24,7 +24,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::eval::{
-    self, CExpr, Context, EventRecord, Fuel, History, Names, Tally, TallySpec, TraitIndex,
+    self, CExpr, Context, EventIndex, EventRecord, Fuel, History, Names, Tally, TallySpec,
+    TraitIndex,
 };
 use crate::fx::{FxMap, FxSet};
 use crate::model::{Channel, Model, TriggerSource};
@@ -101,7 +102,7 @@ struct MomentPlan {
     source: TriggerSource,
     lets: Vec<CExpr>,
     conditions: Vec<CExpr>,
-    unless: Vec<(Arc<str>, Option<CExpr>, Option<i64>)>,
+    unless: Vec<Unless>,
     delay_seconds: u64,
     quiet: Option<(crate::ast::TimeOfDay, crate::ast::TimeOfDay)>,
     holdout_percent: f64,
@@ -127,18 +128,60 @@ struct MomentPlan {
     gate: Option<Arc<str>>,
 }
 
+/// `unless E [where …] [within …]`, compiled.
+struct Unless {
+    event: Arc<str>,
+    /// The event's place in `EventIndex`.
+    slot: usize,
+    condition: Option<CExpr>,
+    /// `within`, in seconds.
+    within: Option<i64>,
+}
+
+/// Where each kind of event is filed, by its slot in `EventIndex`: the place of its events
+/// in a customer's `history` and in the shop's, and of its tally in a customer's
+/// `tallies`. Worked out once from what the campaigns read, so that an event is filed, and
+/// an aggregate reads, by index rather than by name.
+#[derive(Default)]
+struct Layout {
+    own: Vec<Option<usize>>,
+    shop: Vec<Option<usize>>,
+    tally: Vec<Option<usize>>,
+}
+
+impl Layout {
+    /// Numbers the slots for which `wanted` holds, in slot order.
+    fn places(slots: usize, wanted: impl Fn(usize) -> bool) -> Vec<Option<usize>> {
+        let mut next = 0;
+        (0..slots)
+            .map(|slot| {
+                wanted(slot).then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    }
+
+    /// How many places `places` numbered.
+    fn count(places: &[Option<usize>]) -> usize {
+        places.iter().flatten().count()
+    }
+}
+
 /// What the engine does with one kind of event.
 struct Route {
-    /// How long the customer's own events are kept: `None` for ever (tracing), `Some(None)`
-    /// not at all.
-    keep_own: Option<Option<Keep>>,
-    /// Kept in the shop's history for `across customers`, for so long.
-    shop: Option<Option<Keep>>,
+    /// Kept in the customer's own history: its place there (`Layout::own`), and for how
+    /// long (`None`: for ever, as while tracing).
+    own: Option<(usize, Option<Keep>)>,
+    /// Kept in the shop's history for `across customers`: its place there
+    /// (`Layout::shop`), and for how long.
+    shop: Option<(usize, Option<Keep>)>,
     /// Some moment's gate (its bit in `Customer::gates`): the customers who have had one
     /// are remembered.
     gate: Option<u64>,
-    /// Counted into the customers' tallies.
-    tally: bool,
+    /// Counted into the customers' tallies, at this place (`Layout::tally`).
+    tally: Option<usize>,
     /// The customers' own indexes by key it goes into (`Engine::own_keyed`).
     own_keyed: Vec<usize>,
     /// The moments `on` it, in order.
@@ -194,9 +237,11 @@ struct Customer {
     zone: Tz,
     /// When each trait last changed value (`None`: never set by the data).
     changed: Vec<Option<DateTime<Utc>>>,
-    history: FxMap<Arc<str>, Vec<EventRecord>>,
-    /// Running tallies of the events plain aggregates read, by event.
-    tallies: FxMap<Arc<str>, Tally>,
+    /// The customer's kept events, by their place in `Layout::own` (up to the last place an
+    /// event has reached).
+    history: Vec<Vec<EventRecord>>,
+    /// Running tallies of the events plain aggregates read, by place in `Layout::tally`.
+    tallies: Vec<Tally>,
     /// Send instants per moment (sent and control), for `limit`.
     moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
     /// Send instants across moments (sent only), for the cap.
@@ -210,10 +255,11 @@ struct Customer {
 
 /// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
 struct Histories<'a> {
-    own: &'a FxMap<Arc<str>, Vec<EventRecord>>,
-    tallies: &'a FxMap<Arc<str>, Tally>,
-    tally_specs: &'a FxMap<Arc<str>, TallySpec>,
-    all: &'a FxMap<Arc<str>, Vec<EventRecord>>,
+    layout: &'a Layout,
+    own: &'a [Vec<EventRecord>],
+    tallies: &'a [Tally],
+    tally_specs: &'a [TallySpec],
+    all: &'a [Vec<EventRecord>],
     keyed: &'a FxMap<eval::KeyedSpec, KeyIndex>,
     /// The customer's own indexes by key, one per entry of `own_specs`.
     own_keyed: &'a [KeyIndex],
@@ -221,9 +267,17 @@ struct Histories<'a> {
 }
 
 impl History for Histories<'_> {
-    fn events(&self, event: &str, across_customers: bool) -> &[EventRecord] {
-        let source = if across_customers { self.all } else { self.own };
-        source.get(event).map_or(&[], |v| v.as_slice())
+    fn events(&self, slot: usize, across_customers: bool) -> &[EventRecord] {
+        let (places, source) = match across_customers {
+            true => (&self.layout.shop, self.all),
+            false => (&self.layout.own, self.own),
+        };
+        places
+            .get(slot)
+            .copied()
+            .flatten()
+            .and_then(|place| source.get(place))
+            .map_or(&[], |v| v.as_slice())
     }
 
     fn keyed(
@@ -249,8 +303,9 @@ impl History for Histories<'_> {
         Some(index.times.get(key).map_or(&[], |t| t.as_slice()))
     }
 
-    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
-        Some((self.tally_specs.get(event)?, self.tallies.get(event)?))
+    fn tally(&self, slot: usize) -> Option<(&TallySpec, &Tally)> {
+        let place = self.layout.tally.get(slot).copied().flatten()?;
+        Some((self.tally_specs.get(place)?, self.tallies.get(place)?))
     }
 }
 
@@ -335,12 +390,7 @@ pub fn run_traced(
     options: &TraceOptions,
 ) -> (RunOutput, Trace) {
     let mut out = RunOutput::default();
-    let mut engine = Engine::new(model, &mut out);
-    engine.keep = None;
-    engine.tally_specs.clear();
-    engine.own_keyed.clear();
-    // Every customer is considered, so that the trace shows every occurrence.
-    engine.gated.clear();
+    let mut engine = Engine::build(model, &mut out, true);
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
@@ -359,10 +409,11 @@ pub fn run_traced(
                 .zip(&c.traits)
                 .map(|(n, v)| (n.to_string(), v.clone()))
                 .collect();
-            trace.events = c
-                .history
-                .iter()
-                .filter_map(|(name, events)| {
+            let names = engine.events.names.iter();
+            trace.events = names
+                .zip(&engine.layout.own)
+                .filter_map(|(name, place)| {
+                    let events = c.history.get((*place)?)?;
                     Some((
                         name.to_string(),
                         (events.len() as u64, events.first()?.at, events.last()?.at),
@@ -543,6 +594,7 @@ impl Tracer {
             .map(|(m, plan)| {
                 let names = Names {
                     traits: &engine.traits,
+                    events: &engine.events,
                     lets: &plan.let_names,
                     aggregated: None,
                 };
@@ -631,6 +683,9 @@ struct Engine<'m> {
     /// Evaluations that ran out of fuel.
     out_of_fuel: u64,
     traits: TraitIndex,
+    events: EventIndex,
+    /// Where each kind of event is filed.
+    layout: Layout,
     zone_trait: Option<usize>,
     default_zone: Tz,
     moments: Vec<MomentPlan>,
@@ -643,8 +698,9 @@ struct Engine<'m> {
     gated: FxMap<Arc<str>, (u64, std::collections::BTreeSet<Arc<str>>)>,
     /// What to do with each kind of event, worked out on its first record.
     routes: FxMap<Arc<str>, Arc<Route>>,
-    /// Every customer's events, for `across customers` (only of events some moment reads so).
-    shop_history: FxMap<Arc<str>, Vec<EventRecord>>,
+    /// Every customer's events, for `across customers` (only of events some moment reads
+    /// so), by place in `Layout::shop`.
+    shop_history: Vec<Vec<EventRecord>>,
     across_events: Vec<Arc<str>>,
     pending: DecisionQueue,
     pending_store: FxMap<u64, Pending>,
@@ -659,8 +715,8 @@ struct Engine<'m> {
     /// reads is not kept at all. `None` while tracing: `explain` shows whole histories.
     keep: Option<HashMap<(Arc<str>, bool), Keep>>,
     /// What plain aggregates read of each event, kept as a [`Tally`] per customer instead
-    /// of the events. Empty while tracing.
-    tally_specs: FxMap<Arc<str>, TallySpec>,
+    /// of the events, by place in `Layout::tally`. Empty while tracing.
+    tally_specs: Vec<TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
     keyed: FxMap<eval::KeyedSpec, KeyIndex>,
     /// The indexes by key each customer keeps of their own events, for `count`/`did` with a
@@ -678,7 +734,14 @@ struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     fn new(model: &'m Model, out: &'m mut dyn Sink) -> Engine<'m> {
+        Engine::build(model, out, false)
+    }
+
+    /// The engine; `traced` for `explain`: every event is kept, none is tallied or indexed
+    /// per customer, and every customer is considered, so that the trace shows everything.
+    fn build(model: &'m Model, out: &'m mut dyn Sink, traced: bool) -> Engine<'m> {
         let traits = TraitIndex::new(&model.schema);
+        let events = EventIndex::new(&model.schema);
         let zone_trait = model
             .schema
             .traits
@@ -695,6 +758,7 @@ impl<'m> Engine<'m> {
             for (i, l) in m.trigger.lets.iter().enumerate() {
                 let names = Names {
                     traits: &traits,
+                    events: &events,
                     lets: &let_names[..i],
                     aggregated: None,
                 };
@@ -702,6 +766,7 @@ impl<'m> Engine<'m> {
             }
             let names = Names {
                 traits: &traits,
+                events: &events,
                 lets: &let_names,
                 aggregated: None,
             };
@@ -718,23 +783,30 @@ impl<'m> Engine<'m> {
                 .map(|u| {
                     let inner = Names {
                         traits: &traits,
+                        events: &events,
                         lets: &let_names,
                         aggregated: Some(&u.event),
                     };
-                    (
-                        Arc::from(u.event.as_str()),
-                        u.condition.as_ref().map(|c| eval::compile(c, &inner)),
-                        u.within.map(|w| w.seconds().min(i64::MAX as u64) as i64),
-                    )
+                    // INVARIANT: the checker resolved the event; one it did not has no
+                    // history and cancels nothing.
+                    Unless {
+                        event: Arc::from(u.event.as_str()),
+                        slot: events.position(&u.event).unwrap_or(usize::MAX),
+                        condition: u.condition.as_ref().map(|c| eval::compile(c, &inner)),
+                        within: u.within.map(|w| w.seconds().min(i64::MAX as u64) as i64),
+                    }
                 })
-                .collect::<Vec<(Arc<str>, Option<CExpr>, Option<i64>)>>();
+                .collect::<Vec<Unless>>();
             for expr in lets.iter().chain(conditions.iter()) {
                 reads.add(expr);
             }
             // `unless` reads the customer's events from the trigger to the send: at most
             // the due delay plus a day of quiet hours (and an hour of clock change).
             let delay = i64::try_from(m.trigger.due_delay_seconds()).unwrap_or(i64::MAX);
-            for (event, condition, _) in &unless {
+            for Unless {
+                event, condition, ..
+            } in &unless
+            {
                 let keep = Keep::For(delay.saturating_add(25 * 3_600));
                 let slot = reads.keep.entry((event.clone(), false)).or_insert(keep);
                 *slot = slot.max(keep);
@@ -817,6 +889,7 @@ impl<'m> Engine<'m> {
                         e,
                         &Names {
                             traits: &traits,
+                            events: &events,
                             lets: &[],
                             aggregated: None,
                         },
@@ -829,21 +902,44 @@ impl<'m> Engine<'m> {
         }
         let Reads {
             keep,
-            tally_specs,
+            mut tally_specs,
             keyed: keyed_specs,
-            own_keyed,
+            mut own_keyed,
             mut across,
         } = reads;
         across.sort();
         across.dedup();
+        let keep = (!traced).then_some(keep);
+        if traced {
+            tally_specs.clear();
+            own_keyed.clear();
+        }
+        let slots = events.names.len();
+        let layout = Layout {
+            own: Layout::places(slots, |slot| {
+                let name = &events.names[slot];
+                keep.as_ref()
+                    .is_none_or(|k| k.contains_key(&(name.clone(), false)))
+            }),
+            shop: Layout::places(slots, |slot| across.contains(&events.names[slot])),
+            tally: Layout::places(slots, |slot| tally_specs.contains_key(&events.names[slot])),
+        };
+        let tally_specs: Vec<TallySpec> = events
+            .names
+            .iter()
+            .filter_map(|name| tally_specs.remove(name))
+            .collect();
         // At most 64 gates, one bit each in `Customer::gates`; a moment whose gate is not
         // among them considers everyone.
         let mut gate_events: Vec<Arc<str>> =
             moments.iter().filter_map(|m| m.gate.clone()).collect();
         gate_events.sort();
         gate_events.dedup();
+        // Every customer is considered while tracing, so that the trace shows every
+        // occurrence.
         let gated = gate_events
             .into_iter()
+            .filter(|_| !traced)
             .take(64)
             .enumerate()
             .map(|(i, event)| (event, (1u64 << i, Default::default())))
@@ -851,6 +947,9 @@ impl<'m> Engine<'m> {
         let mut engine = Engine {
             model,
             traits,
+            shop_history: vec![Vec::new(); Layout::count(&layout.shop)],
+            events,
+            layout,
             zone_trait,
             default_zone: model.schema.defaults.timezone.unwrap_or(chrono_tz::UTC),
             moments,
@@ -860,7 +959,6 @@ impl<'m> Engine<'m> {
             customer_ids: std::collections::BTreeSet::new(),
             gated,
             routes: FxMap::default(),
-            shop_history: FxMap::default(),
             across_events: across,
             pending: BinaryHeap::new(),
             pending_store: FxMap::default(),
@@ -871,7 +969,7 @@ impl<'m> Engine<'m> {
             out_of_fuel: 0,
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
-            keep: Some(keep),
+            keep,
             tally_specs,
             own_keyed,
             keyed: keyed_specs
@@ -1125,11 +1223,13 @@ impl<'m> Engine<'m> {
                     properties: Arc::new(properties),
                 };
                 let route = self.route(&event);
-                if let Some(keep) = route.shop {
+                if let Some((place, keep)) = route.shop {
                     for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
                         index.add(spec, &rec, keep);
                     }
-                    keep_appending(slot(&mut self.shop_history, &event), rec.clone(), keep);
+                    if let Some(history) = self.shop_history.get_mut(place) {
+                        keep_appending(history, rec.clone(), keep);
+                    }
                 }
                 match &rec.customer {
                     // Another engine's customer: only the shop's indexes above.
@@ -1147,14 +1247,12 @@ impl<'m> Engine<'m> {
                         if let Some(customer) = customers.get_mut(customer_id) {
                             // INVARIANT: events no expression reads are not kept (`keep`);
                             // with `keep` off (tracing) everything is.
-                            match route.keep_own {
-                                Some(None) => {}
-                                Some(Some(keep)) => keep_appending(
-                                    slot(&mut customer.history, &event),
+                            if let Some((place, keep)) = route.own {
+                                keep_appending(
+                                    grown(&mut customer.history, place),
                                     rec.clone(),
-                                    Some(keep),
-                                ),
-                                None => slot(&mut customer.history, &event).push(rec.clone()),
+                                    keep,
+                                );
                             }
                             if let Some(bit) = route.gate {
                                 if customer.gates & bit == 0 {
@@ -1171,9 +1269,9 @@ impl<'m> Engine<'m> {
                                 let (spec, keep) = &own_keyed[i];
                                 customer.keyed[i].add(spec, &rec, *keep);
                             }
-                            if route.tally {
-                                if let Some(spec) = tally_specs.get(&event) {
-                                    slot(&mut customer.tallies, &event).add(spec, &rec);
+                            if let Some(place) = route.tally {
+                                if let Some(spec) = tally_specs.get(place) {
+                                    grown(&mut customer.tallies, place).add(spec, &rec);
                                 }
                             }
                         }
@@ -1217,14 +1315,15 @@ impl<'m> Engine<'m> {
                 .as_ref()
                 .map(|k| k.get(&(event.clone(), across)).copied())
         };
+        let slot = self.events.position(event);
+        let place = |places: &[Option<usize>]| slot.and_then(|s| places.get(s).copied().flatten());
         let route = Arc::new(Route {
-            keep_own: kept(false),
-            shop: self
-                .across_events
-                .contains(event)
-                .then(|| kept(true).flatten()),
+            // INVARIANT: `Layout::own` has a place for the events `keep` keeps (all of
+            // them with `keep` off), and `Layout::shop` for those of `across_events`.
+            own: place(&self.layout.own).map(|p| (p, kept(false).flatten())),
+            shop: place(&self.layout.shop).map(|p| (p, kept(true).flatten())),
             gate: self.gated.get(event).map(|(bit, _)| *bit),
-            tally: self.tally_specs.contains_key(event),
+            tally: place(&self.layout.tally),
             own_keyed: (0..self.own_keyed.len())
                 .filter(|&i| self.own_keyed[i].0 .0 == *event)
                 .collect(),
@@ -1292,6 +1391,7 @@ impl<'m> Engine<'m> {
         let zone = self.zone_of(customer);
         let plan = &self.moments[moment];
         let histories = Histories {
+            layout: &self.layout,
             own: &customer.history,
             tallies: &customer.tallies,
             tally_specs: &self.tally_specs,
@@ -1419,6 +1519,7 @@ impl<'m> Engine<'m> {
         // not reported: no send id, reason or message is made for it.
         let reported = from.is_none_or(|f| p.trigger_at >= f);
         let histories = Histories {
+            layout: &self.layout,
             own: &customer.history,
             tallies: &customer.tallies,
             tally_specs: &self.tally_specs,
@@ -1440,11 +1541,14 @@ impl<'m> Engine<'m> {
         let mut fate = None;
         let mut reason = String::new();
         // 1. cancelled: an `unless` event after the trigger, before the send.
-        for (event, condition, within) in &plan.unless {
-            let events = customer
-                .history
-                .get(event)
-                .map_or(&[][..], |v| v.as_slice());
+        for Unless {
+            event,
+            slot,
+            condition,
+            within,
+        } in &plan.unless
+        {
+            let events = histories.events(*slot, false);
             let hit = events.iter().find(|e| {
                 e.at > p.trigger_at
                     && e.at < p.send_at
@@ -2081,15 +2185,12 @@ impl Reads {
     }
 }
 
-/// `map[key]`, made when missing, without cloning `key` when it is there: a clone of a name
-/// the reading thread shares (an event's, a customer's id) is an atomic write to a count
-/// that thread writes too.
-fn slot<'m, V: Default>(map: &'m mut FxMap<Arc<str>, V>, key: &Arc<str>) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.clone(), V::default());
+/// `items[place]`, made (with any missing before it) when there are fewer.
+fn grown<V: Default>(items: &mut Vec<V>, place: usize) -> &mut V {
+    if items.len() <= place {
+        items.resize_with(place + 1, V::default);
     }
-    // INVARIANT: present, inserted just above when it was not.
-    map.get_mut(key).expect("the slot was just made")
+    &mut items[place]
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows.

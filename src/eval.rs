@@ -107,6 +107,8 @@ pub struct CAggregate {
     pub function: AggregateFn,
     /// The event's identifier.
     pub event: Arc<str>,
+    /// The event's place in [`EventIndex`]: its history is read by slot, not by name.
+    pub slot: usize,
     /// The property aggregated (`sum(order_completed.total)`), or read (`last(…).total`).
     pub field: Vec<Arc<str>>,
     pub across_customers: bool,
@@ -214,6 +216,31 @@ impl TraitIndex {
     }
 }
 
+/// The schema's events in a fixed order (by identifier): an event's slot is its place here.
+/// Aggregates are compiled with their event's slot, so that evaluating one reads the history
+/// by index, not by name.
+#[derive(Debug, Clone, Default)]
+pub struct EventIndex {
+    pub names: Vec<Arc<str>>,
+}
+
+impl EventIndex {
+    pub fn new(schema: &Schema) -> EventIndex {
+        EventIndex {
+            // INVARIANT: a `BTreeMap`'s keys come sorted, as `position` needs.
+            names: schema
+                .events
+                .keys()
+                .map(|n| Arc::from(n.as_str()))
+                .collect(),
+        }
+    }
+
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| (**n).cmp(name)).ok()
+    }
+}
+
 /// The value of a literal expression (schema defaults, goals); `Null` for anything else.
 pub fn literal_value(expr: &ast::Expr) -> Value {
     match &expr.kind {
@@ -246,6 +273,7 @@ fn literal(l: &Literal) -> Value {
 /// What a name means where an expression is compiled.
 pub struct Names<'a> {
     pub traits: &'a TraitIndex,
+    pub events: &'a EventIndex,
     /// `let` names visible, in order.
     pub lets: &'a [String],
     /// The event named in an aggregate or `unless` condition.
@@ -312,8 +340,12 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
             CExpr::Call(func, args.iter().map(|a| compile(a, names)).collect())
         }
         ExprKind::Aggregate(aggregate) => {
+            let Some(slot) = names.events.position(&aggregate.event.name) else {
+                return CExpr::Lit(Value::Null);
+            };
             let inner = Names {
                 traits: names.traits,
+                events: names.events,
                 lets: names.lets,
                 aggregated: Some(aggregate.event.name.as_str()),
             };
@@ -332,6 +364,7 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
             CExpr::Aggregate(Box::new(CAggregate {
                 function: aggregate.function,
                 event: Arc::from(aggregate.event.name.as_str()),
+                slot,
                 field: field.iter().map(|f| Arc::from(f.name.as_str())).collect(),
                 across_customers: aggregate.across_customers,
                 condition,
@@ -356,8 +389,9 @@ pub struct EventRecord {
 
 /// The events an aggregate looks at, oldest first.
 pub trait History {
-    /// The events named `event`: the customer's own, or everyone's with `across`.
-    fn events(&self, event: &str, across_customers: bool) -> &[EventRecord];
+    /// The events of the event in `slot` of [`EventIndex`]: the customer's own, or
+    /// everyone's with `across`.
+    fn events(&self, slot: usize, across_customers: bool) -> &[EventRecord];
     /// The instants (oldest first) of everyone's `spec` events holding `key`, when an
     /// index of them is kept and can answer; `None` to scan instead.
     fn keyed(
@@ -369,10 +403,10 @@ pub trait History {
         let _ = (spec, across_customers, key);
         None
     }
-    /// The customer's running [`Tally`] of `event`, when one is kept for the plain
-    /// aggregates; `None` to scan [`History::events`] instead.
-    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
-        let _ = event;
+    /// The customer's running [`Tally`] of the event in `slot`, when one is kept for the
+    /// plain aggregates; `None` to scan [`History::events`] instead.
+    fn tally(&self, slot: usize) -> Option<(&TallySpec, &Tally)> {
+        let _ = slot;
         None
     }
 }
@@ -1069,7 +1103,7 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     if aggregate.is_plain() {
         if let Some(value) = cx
             .history
-            .tally(&aggregate.event)
+            .tally(aggregate.slot)
             .and_then(|(spec, tally)| tally.aggregate(spec, aggregate, cx))
         {
             return value;
@@ -1077,7 +1111,7 @@ fn aggregate(aggregate: &CAggregate, cx: &Context) -> Value {
     }
     let events = cx
         .history
-        .events(&aggregate.event, aggregate.across_customers);
+        .events(aggregate.slot, aggregate.across_customers);
     let in_range = in_window(events, |e| e.at, aggregate.window, cx.now);
     if !cx.fuel.burn(in_range.len() as u64) {
         return Value::Null;

@@ -28,7 +28,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ast::{AggregateFn, BinaryOp};
-use crate::eval::{self, CExpr, Context, EventRecord, Fuel, History, Names, TraitIndex};
+use crate::eval::{
+    self, CExpr, Context, EventIndex, EventRecord, Fuel, History, Names, TraitIndex,
+};
 use crate::model::{Model, TriggerSource};
 use crate::outcome::{Group, Send};
 use crate::schedule;
@@ -159,6 +161,7 @@ pub fn measure(
     as_of: Option<DateTime<Utc>>,
 ) -> (Vec<MomentKpi>, DateTime<Utc>) {
     let traits = TraitIndex::new(&model.schema);
+    let events = EventIndex::new(&model.schema);
     let plans: Vec<KpiPlan> = model
         .moments
         .iter()
@@ -170,6 +173,7 @@ pub fn measure(
                     c,
                     &Names {
                         traits: &traits,
+                        events: &events,
                         lets: &[],
                         aggregated: Some(&m.kpi.event),
                     },
@@ -430,7 +434,7 @@ struct Window<'a> {
 struct NoHistory;
 
 impl History for NoHistory {
-    fn events(&self, _event: &str, _across_customers: bool) -> &[EventRecord] {
+    fn events(&self, _slot: usize, _across_customers: bool) -> &[EventRecord] {
         &[]
     }
 }

@@ -7,8 +7,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use moments::check::check;
 use moments::diagnostic::{SourceFile, Sources};
 use moments::eval::{
-    compile, eval, holds, CExpr, Context, EventRecord, Fuel, History, Names, Tally, TallySpec,
-    TraitIndex,
+    compile, eval, holds, CExpr, Context, EventIndex, EventRecord, Fuel, History, Names, Tally,
+    TallySpec, TraitIndex,
 };
 use moments::model::Model;
 use moments::value::Value;
@@ -41,6 +41,25 @@ fn model(trigger_event: &str, condition: &str) -> Model {
     checked.model.expect("valid")
 }
 
+/// The schema's events by slot: in the order of their identifiers, as `EventIndex` numbers
+/// them (`slots_are_the_schema_events_in_order` checks it).
+const EVENTS: [&str; 3] = ["order_completed", "points_earned", "product_viewed"];
+
+/// The name of the event in `slot`.
+fn named(slot: usize) -> &'static str {
+    EVENTS.get(slot).copied().unwrap_or("")
+}
+
+#[test]
+fn slots_are_the_schema_events_in_order() {
+    let model = model("order_completed", "true");
+    let index = EventIndex::new(&model.schema);
+    let names: Vec<&str> = index.names.iter().map(|n| &**n).collect();
+    assert_eq!(names, EVENTS);
+    assert_eq!(index.position("points_earned"), Some(1));
+    assert_eq!(index.position("Points Earned"), None);
+}
+
 fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, day, hour, minute, 0)
         .unwrap()
@@ -59,9 +78,9 @@ fn event(id: &str, when: DateTime<Utc>, props: &[(&str, Value)]) -> EventRecord 
 struct Events(HashMap<(String, bool), Vec<EventRecord>>);
 
 impl History for Events {
-    fn events(&self, event: &str, across: bool) -> &[EventRecord] {
+    fn events(&self, slot: usize, across: bool) -> &[EventRecord] {
         self.0
-            .get(&(event.to_string(), across))
+            .get(&(named(slot).to_string(), across))
             .map_or(&[], |v| v.as_slice())
     }
 }
@@ -71,14 +90,14 @@ impl History for Events {
 struct Tallied(HashMap<String, (TallySpec, Tally)>, Events);
 
 impl History for Tallied {
-    fn events(&self, event: &str, across: bool) -> &[EventRecord] {
-        if !across && self.0.contains_key(event) {
+    fn events(&self, slot: usize, across: bool) -> &[EventRecord] {
+        if !across && self.0.contains_key(named(slot)) {
             return &[];
         }
-        self.1.events(event, across)
+        self.1.events(slot, across)
     }
-    fn tally(&self, event: &str) -> Option<(&TallySpec, &Tally)> {
-        self.0.get(event).map(|(spec, tally)| (spec, tally))
+    fn tally(&self, slot: usize) -> Option<(&TallySpec, &Tally)> {
+        self.0.get(named(slot)).map(|(spec, tally)| (spec, tally))
     }
 }
 
@@ -102,7 +121,11 @@ fn tallied(expr: &CExpr, history: &Events, now: DateTime<Utc>) -> Tallied {
         .into_iter()
         .map(|(event, spec)| {
             let mut tally = Tally::default();
-            for e in history.events(&event, false).iter().filter(|e| e.at <= now) {
+            let kept = history
+                .0
+                .get(&(event.clone(), false))
+                .map_or(&[][..], |v| v);
+            for e in kept.iter().filter(|e| e.at <= now) {
                 tally.add(&spec, e);
             }
             (event, (spec, tally))
@@ -149,6 +172,7 @@ fn evaluate(
         condition,
         &Names {
             traits: &index,
+            events: &EventIndex::new(&model.schema),
             lets: &[],
             aggregated: None,
         },
@@ -365,6 +389,7 @@ fn evaluation_stops_when_its_budget_is_spent() {
         &model.moments[0].trigger.conditions[0],
         &Names {
             traits: &index,
+            events: &EventIndex::new(&model.schema),
             lets: &[],
             aggregated: None,
         },
