@@ -243,7 +243,7 @@ struct Customer {
     /// Running tallies of the events plain aggregates read, by place in `Layout::tally`.
     tallies: Vec<Tally>,
     /// Send instants per moment (sent and control), for `limit`.
-    moment_sends: HashMap<usize, Vec<DateTime<Utc>>>,
+    moment_sends: FxMap<usize, Vec<DateTime<Utc>>>,
     /// Send instants across moments (sent only), for the cap.
     sends: Vec<DateTime<Utc>>,
     /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
@@ -1651,19 +1651,17 @@ impl<'m> Engine<'m> {
                     .moment_sends
                     .get(&p.moment)
                     .map_or(&[][..], |v| v.as_slice());
-                let in_window: Vec<&DateTime<Utc>> = previous
+                // How many sends the window holds, and the latest.
+                let (had, last) = previous
                     .iter()
                     .filter(|t| per.is_none_or(|w| (p.send_at - **t).num_seconds() < w))
-                    .collect();
-                let limited = in_window.len() as u64 >= count;
+                    .fold((0u64, None), |(n, _), t| (n + 1, Some(t)));
+                let limited = had >= count;
                 if limited {
                     fate = Some(Fate::Limited);
                 }
                 if limited && reported {
-                    let last = in_window
-                        .last()
-                        .map(|t| local_time(**t, zone))
-                        .unwrap_or_default();
+                    let last = last.map(|t| local_time(*t, zone)).unwrap_or_default();
                     // The holdout counts too: a control entry stands for a message.
                     reason = match per {
                         Some(w) => format!(
