@@ -7,11 +7,17 @@ use std::io;
 use std::path::Path;
 
 use crate::engine::Sink;
+use crate::fx::FxMap;
+use crate::model::Model;
 use crate::outcome::{count_entry, Entry, Send, Summary};
 use crate::sorted_file::{Key, SortedFile, DEFAULT_BUDGET};
 
 /// The files of one backtest being written.
 pub struct BacktestFiles {
+    /// Each moment id's place among the campaigns' ids, in order: an entry's sort key
+    /// starts with it rather than with the id, so that the sort tells most keys apart by
+    /// their first bytes (see `SortedFile`).
+    ranks: FxMap<String, u16>,
     entries: SortedFile,
     sends: SortedFile,
     summary: Summary,
@@ -28,10 +34,22 @@ pub struct Written {
 }
 
 impl BacktestFiles {
-    /// Files in `dir` (which must exist), holding up to `budget` bytes of each in memory.
-    pub fn new(dir: &Path, budget: Option<usize>) -> BacktestFiles {
+    /// Files in `dir` (which must exist) for the entries and sends of `model`'s moments,
+    /// holding up to `budget` bytes of each in memory.
+    pub fn new(dir: &Path, model: &Model, budget: Option<usize>) -> BacktestFiles {
         let budget = budget.unwrap_or(DEFAULT_BUDGET);
+        let mut ids: Vec<&str> = model.moments.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // INVARIANT: ranks below `u16::MAX` only; a moment past them, or not among the
+        // campaigns, sorts by its id after them (see `Sink::entry`).
+        let ranks = ids
+            .into_iter()
+            .zip(0..u16::MAX)
+            .map(|(id, rank)| (id.to_string(), rank))
+            .collect();
         BacktestFiles {
+            ranks,
             entries: SortedFile::new(&dir.join("entries.ndjson"), budget),
             sends: SortedFile::new(&dir.join("sends.ndjson"), budget),
             summary: Summary::new(),
@@ -56,9 +74,13 @@ impl Sink for BacktestFiles {
     fn entry(&mut self, entry: Entry) {
         count_entry(&mut self.summary, &entry);
         if self.error.is_none() {
-            // The order of `engine::entry_order`.
-            let key = Key::new()
-                .text(&entry.moment)
+            // The order of `engine::entry_order`: the moment's rank is in the order of the
+            // ids.
+            let key = match self.ranks.get(&entry.moment) {
+                Some(&rank) => Key::new().rank(rank),
+                None => Key::new().rank(u16::MAX).text(&entry.moment),
+            };
+            let key = key
                 .text(&entry.customer_id)
                 .instant(entry.trigger_at)
                 .opt_text(entry.send_id.as_deref());

@@ -623,7 +623,7 @@ fn backtest(
         Some(from),
         to,
         engine_threads(threads),
-        || Ok(moments::backtest::BacktestFiles::new(out, None)),
+        || Ok(moments::backtest::BacktestFiles::new(out, &model, None)),
         moments::backtest::BacktestFiles::finish,
     )
     .map_err(|e| match e {

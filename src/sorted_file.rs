@@ -53,6 +53,12 @@ impl Key {
         }
     }
 
+    /// A small number, in numeric order (a rank that stands for a longer text).
+    pub fn rank(mut self, rank: u16) -> Key {
+        self.0.extend_from_slice(&rank.to_be_bytes());
+        self
+    }
+
     /// An instant, in time order.
     pub fn instant(mut self, at: DateTime<Utc>) -> Key {
         let seconds = (at.timestamp() as u64) ^ (1 << 63);
@@ -63,14 +69,39 @@ impl Key {
     }
 }
 
+/// A line held in memory: where its key and line are in `SortedFile::bytes`, and the
+/// start of its key, so that a sort compares most keys without reading them there.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The key's first 16 bytes, big-endian, padded with zeros.
+    // INVARIANT: when two prefixes differ, they order the two whole keys: a key that ends
+    // within the prefix is padded with zeros, and where the other has a zero there too the
+    // prefixes go on equal, as the longer key sorts after its own prefix anyway.
+    prefix: u128,
+    start: usize,
+    key_len: u32,
+    line_len: u32,
+}
+
+impl Held {
+    fn key<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        &bytes[self.start..self.start + self.key_len as usize]
+    }
+
+    fn line<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        let from = self.start + self.key_len as usize;
+        &bytes[from..from + self.line_len as usize]
+    }
+}
+
 /// An NDJSON file being written in key order.
 pub struct SortedFile {
     path: PathBuf,
     budget: usize,
     /// Keys and lines held, back to back; `held` indexes them.
     bytes: Vec<u8>,
-    /// (start in `bytes`, key length, line length), in the order pushed.
-    held: Vec<(usize, u32, u32)>,
+    /// The lines held, in the order pushed.
+    held: Vec<Held>,
     runs: Vec<PathBuf>,
     lines: u64,
 }
@@ -94,11 +125,19 @@ impl SortedFile {
         else {
             return Err(io::Error::other("a line of 4 GiB or more"));
         };
-        self.held.push((self.bytes.len(), key_len, line_len));
+        let mut prefix = [0u8; 16];
+        let n = key.0.len().min(16);
+        prefix[..n].copy_from_slice(&key.0[..n]);
+        self.held.push(Held {
+            prefix: u128::from_be_bytes(prefix),
+            start: self.bytes.len(),
+            key_len,
+            line_len,
+        });
         self.bytes.extend_from_slice(&key.0);
         self.bytes.extend_from_slice(line);
         self.lines += 1;
-        if self.bytes.len() + self.held.len() * 16 >= self.budget {
+        if self.bytes.len() + self.held.len() * std::mem::size_of::<Held>() >= self.budget {
             self.spill()?;
         }
         Ok(())
@@ -111,12 +150,14 @@ impl SortedFile {
     }
 
     /// The held lines in order (stable: equal keys in the order pushed).
-    fn sorted_held(&mut self) -> Vec<(usize, u32, u32)> {
+    fn sorted_held(&mut self) -> Vec<Held> {
         let bytes = &self.bytes;
-        let key =
-            |&(start, key_len, _): &(usize, u32, u32)| &bytes[start..start + key_len as usize];
         let mut held = std::mem::take(&mut self.held);
-        held.sort_by(|a, b| key(a).cmp(key(b)));
+        held.sort_by(|a, b| {
+            a.prefix
+                .cmp(&b.prefix)
+                .then_with(|| a.key(bytes).cmp(b.key(bytes)))
+        });
         held
     }
 
@@ -124,11 +165,11 @@ impl SortedFile {
     fn spill(&mut self) -> io::Result<()> {
         let path = run_path(&self.path, self.runs.len());
         let mut out = BufWriter::new(File::create(&path)?);
-        for (start, key_len, line_len) in self.sorted_held() {
-            let end = start + key_len as usize + line_len as usize;
-            out.write_all(&key_len.to_le_bytes())?;
-            out.write_all(&line_len.to_le_bytes())?;
-            out.write_all(&self.bytes[start..end])?;
+        for held in self.sorted_held() {
+            out.write_all(&held.key_len.to_le_bytes())?;
+            out.write_all(&held.line_len.to_le_bytes())?;
+            out.write_all(held.key(&self.bytes))?;
+            out.write_all(held.line(&self.bytes))?;
         }
         out.flush()?;
         self.runs.push(path);
@@ -140,9 +181,8 @@ impl SortedFile {
     pub fn finish(mut self) -> io::Result<u64> {
         let mut out = BufWriter::new(File::create(&self.path)?);
         if self.runs.is_empty() {
-            for (start, key_len, line_len) in self.sorted_held() {
-                let line = start + key_len as usize;
-                out.write_all(&self.bytes[line..line + line_len as usize])?;
+            for held in self.sorted_held() {
+                out.write_all(held.line(&self.bytes))?;
                 out.write_all(b"\n")?;
             }
         } else {

@@ -15,20 +15,23 @@ fn instant(seconds: i64, nanos: u32) -> DateTime<Utc> {
     Utc.timestamp_opt(seconds, nanos).unwrap()
 }
 
-/// (a string, an optional string, an instant) and the line's own text.
-type Item = (String, Option<String>, (i64, u32), String);
+/// (a rank, a string, an optional string, an instant) and the line's own text.
+type Item = (u16, String, Option<String>, (i64, u32), String);
 
 fn key(item: &Item) -> Key {
     Key::new()
-        .text(&item.0)
-        .opt_text(item.1.as_deref())
-        .instant(instant(item.2 .0, item.2 .1))
+        .rank(item.0)
+        .text(&item.1)
+        .opt_text(item.2.as_deref())
+        .instant(instant(item.3 .0, item.3 .1))
 }
 
 fn item() -> impl Strategy<Value = Item> {
     (
-        // Short strings over a small alphabet (with NUL), so that prefixes and ties happen.
-        "[ab\u{0}é]{0,3}",
+        prop_oneof![Just(0u16), Just(1), Just(256), Just(u16::MAX)],
+        // Short strings over a small alphabet (with NUL), so that prefixes and ties happen;
+        // some long enough that keys differ only past their first 16 bytes.
+        prop_oneof!["[ab\u{0}é]{0,3}", "a{12,15}[ab\u{0}]{0,3}"],
         proptest::option::of("[ab\u{0}]{0,2}"),
         (
             prop_oneof![
@@ -56,17 +59,18 @@ proptest! {
         let path = dir.join("out.ndjson");
         let mut file = SortedFile::new(&path, budget);
         for (index, item) in items.iter().enumerate() {
-            file.push(&key(item), format!("{index} {}", item.3).as_bytes()).unwrap();
+            file.push(&key(item), format!("{index} {}", item.4).as_bytes()).unwrap();
         }
         prop_assert_eq!(file.finish().unwrap(), items.len() as u64);
         // What the key stands for, compared as the values themselves.
         let mut expected: Vec<(usize, &Item)> = items.iter().enumerate().collect();
         expected.sort_by(|(_, a), (_, b)| {
-            (&a.0, &a.1, instant(a.2 .0, a.2 .1)).cmp(&(&b.0, &b.1, instant(b.2 .0, b.2 .1)))
+            (a.0, &a.1, &a.2, instant(a.3 .0, a.3 .1))
+                .cmp(&(b.0, &b.1, &b.2, instant(b.3 .0, b.3 .1)))
         });
         let expected: String = expected
             .iter()
-            .map(|(index, item)| format!("{index} {}\n", item.3))
+            .map(|(index, item)| format!("{index} {}\n", item.4))
             .collect();
         prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
         // Run files are gone.
@@ -105,7 +109,7 @@ fn a_backtest_written_in_small_runs_by_one_or_several_engines_is_the_engines_sor
             from,
             to,
             engines,
-            || Ok(BacktestFiles::new(dir.path(), Some(256 << 10))),
+            || Ok(BacktestFiles::new(dir.path(), &model, Some(256 << 10))),
             BacktestFiles::finish,
         )
         .expect("write");
