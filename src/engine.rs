@@ -182,6 +182,8 @@ struct Route {
     gate: Option<u64>,
     /// Counted into the customers' tallies, at this place (`Layout::tally`).
     tally: Option<usize>,
+    /// The shop's indexes by key it goes into (`Engine::keyed`).
+    shop_keyed: Vec<usize>,
     /// The customers' own indexes by key it goes into (`Engine::own_keyed`).
     own_keyed: Vec<usize>,
     /// The moments `on` it, in order.
@@ -260,7 +262,7 @@ struct Histories<'a> {
     tallies: &'a [Tally],
     tally_specs: &'a [TallySpec],
     all: &'a [Vec<EventRecord>],
-    keyed: &'a FxMap<eval::KeyedSpec, KeyIndex>,
+    keyed: &'a [(eval::KeyedSpec, KeyIndex)],
     /// The customer's own indexes by key, one per entry of `own_specs`.
     own_keyed: &'a [KeyIndex],
     own_specs: &'a [(eval::KeyedSpec, Option<Keep>)],
@@ -287,7 +289,10 @@ impl History for Histories<'_> {
         key: &str,
     ) -> Option<&[DateTime<Utc>]> {
         let index = if across_customers {
-            self.keyed.get(spec)
+            self.keyed
+                .iter()
+                .find(|(s, _)| s == spec)
+                .map(|(_, index)| index)
         } else {
             // INVARIANT: the customer's events of an indexed kind are not kept, so an index
             // must answer: a customer without one has had no such event (an empty one).
@@ -718,7 +723,7 @@ struct Engine<'m> {
     /// of the events, by place in `Layout::tally`. Empty while tracing.
     tally_specs: Vec<TallySpec>,
     /// Indexes by key for `across customers` aggregates that can use one.
-    keyed: FxMap<eval::KeyedSpec, KeyIndex>,
+    keyed: Vec<(eval::KeyedSpec, KeyIndex)>,
     /// The indexes by key each customer keeps of their own events, for `count`/`did` with a
     /// `KEY in E.path` or `E.path == KEY` condition, and how long. Empty while tracing.
     own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
@@ -903,12 +908,14 @@ impl<'m> Engine<'m> {
         let Reads {
             keep,
             mut tally_specs,
-            keyed: keyed_specs,
+            keyed: mut keyed_specs,
             mut own_keyed,
             mut across,
         } = reads;
         across.sort();
         across.dedup();
+        keyed_specs.sort();
+        keyed_specs.dedup();
         let keep = (!traced).then_some(keep);
         if traced {
             tally_specs.clear();
@@ -1224,8 +1231,10 @@ impl<'m> Engine<'m> {
                 };
                 let route = self.route(&event);
                 if let Some((place, keep)) = route.shop {
-                    for (spec, index) in self.keyed.iter_mut().filter(|(s, _)| s.0 == event) {
-                        index.add(spec, &rec, keep);
+                    for &i in &route.shop_keyed {
+                        if let Some((spec, index)) = self.keyed.get_mut(i) {
+                            index.add(spec, &rec, keep);
+                        }
                     }
                     if let Some(history) = self.shop_history.get_mut(place) {
                         keep_appending(history, rec.clone(), keep);
@@ -1324,6 +1333,9 @@ impl<'m> Engine<'m> {
             shop: place(&self.layout.shop).map(|p| (p, kept(true).flatten())),
             gate: self.gated.get(event).map(|(bit, _)| *bit),
             tally: place(&self.layout.tally),
+            shop_keyed: (0..self.keyed.len())
+                .filter(|&i| self.keyed[i].0 .0 == *event)
+                .collect(),
             own_keyed: (0..self.own_keyed.len())
                 .filter(|&i| self.own_keyed[i].0 .0 == *event)
                 .collect(),
