@@ -57,15 +57,42 @@ impl BacktestFiles {
         }
     }
 
-    /// Write the files out.
+    /// Write the files out: both at once, on two threads when a second one can be had
+    /// (each merges its own runs).
     pub fn finish(self) -> io::Result<Written> {
         if let Some(e) = self.error {
             return Err(e);
         }
+        let BacktestFiles {
+            entries,
+            sends,
+            summary,
+            ..
+        } = self;
+        // The sends on a thread of their own; here when one cannot be had.
+        let mut sends = Some(sends);
+        let mut sends_written = None;
+        let entries_written = std::thread::scope(|scope| {
+            let sends_thread = std::thread::Builder::new()
+                .name("moments-sends".to_string())
+                .spawn_scoped(scope, || sends.take().map(SortedFile::finish));
+            let entries_written = entries.finish();
+            if let Ok(thread) = sends_thread {
+                sends_written = thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+            entries_written
+        });
+        let sends_written = match sends.take() {
+            Some(file) => file.finish(),
+            None => sends_written
+                .unwrap_or_else(|| Err(io::Error::other("the sends file was not finished"))),
+        };
         Ok(Written {
-            entries: self.entries.finish()?,
-            sends: self.sends.finish()?,
-            summary: self.summary,
+            entries: entries_written?,
+            sends: sends_written?,
+            summary,
         })
     }
 }

@@ -221,20 +221,22 @@ struct RunReader {
 }
 
 impl RunReader {
-    fn next(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    /// Reads the next key and line into `key` and `line` (their room is reused); `false`
+    /// at the end of the run.
+    fn next_into(&mut self, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Result<bool> {
         let mut lengths = [0u8; 8];
         match self.input.read_exact(&mut lengths) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         }
         let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
         let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
-        let mut key = vec![0; key_len as usize];
-        self.input.read_exact(&mut key)?;
-        let mut line = vec![0; line_len as usize];
-        self.input.read_exact(&mut line)?;
-        Ok(Some((key, line)))
+        key.resize(key_len as usize, 0);
+        self.input.read_exact(key)?;
+        line.resize(line_len as usize, 0);
+        self.input.read_exact(line)?;
+        Ok(true)
     }
 }
 
@@ -247,22 +249,20 @@ fn merge(runs: &[PathBuf], out: &mut impl Write) -> io::Result<()> {
         let mut reader = RunReader {
             input: BufReader::with_capacity(256 * 1024, File::open(path)?),
         };
-        let first = reader.next()?;
-        readers.push(reader);
-        match first {
-            Some((key, line)) => {
-                heap.push(Reverse((key, index)));
-                lines.push(line);
-            }
-            None => lines.push(Vec::new()),
+        let (mut key, mut line) = (Vec::new(), Vec::new());
+        if reader.next_into(&mut key, &mut line)? {
+            heap.push(Reverse((key, index)));
         }
+        readers.push(reader);
+        lines.push(line);
     }
-    while let Some(Reverse((_, index))) = heap.pop() {
+    // Each run's key goes back into the heap with its next key read into it, and its line
+    // buffer is reused too: no allocation per line.
+    while let Some(Reverse((mut key, index))) = heap.pop() {
         out.write_all(&lines[index])?;
         out.write_all(b"\n")?;
-        if let Some((key, line)) = readers[index].next()? {
+        if readers[index].next_into(&mut key, &mut lines[index])? {
             heap.push(Reverse((key, index)));
-            lines[index] = line;
         }
     }
     Ok(())
