@@ -88,15 +88,18 @@ pub fn send_order(s: &Send) -> (DateTime<Utc>, &str) {
     (s.sent_at, &s.send_id)
 }
 
-/// Decisions waiting, earliest first: (send instant, priority — higher first, moment id,
-/// customer id, key into `pending_store`). The tuple order is the decision order.
-type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, Arc<str>, Arc<str>, u64)>>;
+/// Decisions waiting, earliest first: (send instant, priority — higher first, the moment's
+/// rank in the order of the ids (`MomentPlan::rank`), customer id, key into
+/// `pending_store`). The tuple order is the decision order.
+type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, usize, Arc<str>, u64)>>;
 /// Date triggers waiting: (instant, moment index, customer id, the trait value scheduled for).
 type TimerQueue = BinaryHeap<Reverse<(DateTime<Utc>, usize, Arc<str>, String)>>;
 
 /// One moment, compiled.
 struct MomentPlan {
     id: Arc<str>,
+    /// The moment's place among the campaigns' moments in the order of their ids.
+    rank: usize,
     title: String,
     priority: u64,
     source: TriggerSource,
@@ -852,6 +855,7 @@ impl<'m> Engine<'m> {
             let gate = conditions.iter().find_map(gate_of);
             moments.push(MomentPlan {
                 id: Arc::from(m.id.as_str()),
+                rank: 0,
                 title: m.title.clone(),
                 priority: m.priority,
                 source: m.trigger.source.clone(),
@@ -881,6 +885,11 @@ impl<'m> Engine<'m> {
                 ])),
                 gate,
             });
+        }
+        let mut by_id: Vec<usize> = (0..moments.len()).collect();
+        by_id.sort_by(|&a, &b| moments[a].id.cmp(&moments[b].id));
+        for (rank, index) in by_id.into_iter().enumerate() {
+            moments[index].rank = rank;
         }
         let consent = model
             .schema
@@ -1496,12 +1505,10 @@ impl<'m> Engine<'m> {
         let _ = from;
         let key = self.next_pending;
         self.next_pending += 1;
-        let priority = plan.priority;
-        let moment_id = plan.id.clone();
         self.pending.push(Reverse((
             send_at,
-            Reverse(priority),
-            moment_id,
+            Reverse(plan.priority),
+            plan.rank,
             customer_id.clone(),
             key,
         )));

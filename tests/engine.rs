@@ -393,6 +393,37 @@ fn the_global_cap_and_priority_decide_between_moments_due_together() {
 }
 
 #[test]
+fn at_equal_priority_the_cap_goes_to_moments_in_the_order_of_their_ids() {
+    // Three moments of one priority on the same event, declared out of the order of their
+    // ids; the cap allows 2 a week, so the last id is capped.
+    let moment = |id: &str| {
+        format!(
+            "moment {id} \"{id}\" {{\n  trigger {{ on order_completed }}\n  message email {{ subject \"s\" body \"b\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n}}\n"
+        )
+    };
+    let (b, c, a) = (moment("b"), moment("c"), moment("a"));
+    let model = model(&[("b", &b), ("c", &c), ("a", &a)]);
+    let records = vec![
+        identify(
+            "i1",
+            "ada",
+            t(18, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        ),
+        ordered("o1", "ada", t(18, 10, 0)),
+    ];
+    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
+    let by_moment: BTreeMap<String, Option<Fate>> = out
+        .entries
+        .into_iter()
+        .map(|e| (e.moment, e.fate))
+        .collect();
+    assert_eq!(by_moment["a"], Some(Fate::Sent));
+    assert_eq!(by_moment["b"], Some(Fate::Sent));
+    assert_eq!(by_moment["c"], Some(Fate::Capped));
+}
+
+#[test]
 fn holdout_and_inactive() {
     let held = r#"
 moment held "Held" {
