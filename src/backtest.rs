@@ -103,7 +103,7 @@ impl Sink for BacktestFiles {
         if self.error.is_none() {
             // The order of `engine::entry_order`: the moment's rank is in the order of the
             // ids.
-            let key = match self.ranks.get(&entry.moment) {
+            let key = match self.ranks.get(&*entry.moment) {
                 Some(&rank) => Key::new().rank(rank),
                 None => Key::new().rank(u16::MAX).text(&entry.moment),
             };

@@ -1165,8 +1165,8 @@ impl<'m> Engine<'m> {
             let moment = &self.moments[p.moment];
             if from.is_none_or(|f| p.trigger_at >= f) {
                 self.out.entry(Entry {
-                    moment: moment.id.to_string(),
-                    customer_id: p.customer.to_string(),
+                    moment: moment.id.clone(),
+                    customer_id: p.customer.clone(),
                     trigger_at: p.trigger_at,
                     due_at: p.due_at,
                     fate: None,
@@ -1180,7 +1180,7 @@ impl<'m> Engine<'m> {
                         )
                     ),
                     send_id: None,
-                    trigger_key: p.trigger_key.to_string(),
+                    trigger_key: p.trigger_key.clone(),
                 });
             }
         }
@@ -1739,8 +1739,8 @@ impl<'m> Engine<'m> {
                 let message = self.render(p.moment, customer, &p, &send_id);
                 self.out.send(Send {
                     send_id: send_id.clone(),
-                    moment: plan.id.to_string(),
-                    customer_id: p.customer.to_string(),
+                    moment: plan.id.clone(),
+                    customer_id: p.customer.clone(),
                     channel: plan.channel.name().to_string(),
                     group: if fate == Fate::Sent {
                         Group::Treatment
@@ -1754,14 +1754,14 @@ impl<'m> Engine<'m> {
                 entry_send_id = Some(send_id);
             }
             self.out.entry(Entry {
-                moment: plan.id.to_string(),
-                customer_id: p.customer.to_string(),
+                moment: plan.id.clone(),
+                customer_id: p.customer.clone(),
                 trigger_at: p.trigger_at,
                 due_at: p.due_at,
                 fate: Some(fate),
                 reason,
                 send_id: entry_send_id,
-                trigger_key: p.trigger_key.to_string(),
+                trigger_key: p.trigger_key.clone(),
             });
         }
         // Only what a later limit or cap can still see is kept: sends within their windows.

@@ -79,7 +79,7 @@ pub fn explain(
         let entries: BTreeMap<DateTime<Utc>, &Entry> = output
             .entries
             .iter()
-            .filter(|e| e.moment == m.id && e.customer_id == customer)
+            .filter(|e| *e.moment == *m.id && &*e.customer_id == customer)
             .map(|e| (e.trigger_at, e))
             .collect();
         let steps: Vec<&TraceStep> = trace

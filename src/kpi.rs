@@ -198,7 +198,7 @@ pub fn measure(
     let mut by_customer: HashMap<(usize, &str), Vec<usize>> = HashMap::new();
     let mut by_trigger: HashMap<(usize, DateTime<Utc>), Vec<usize>> = HashMap::new();
     for send in sends {
-        let Some(&m) = moment_index.get(send.moment.as_str()) else {
+        let Some(&m) = moment_index.get(&*send.moment) else {
             continue;
         };
         let index = windows.len();
@@ -211,7 +211,7 @@ pub fn measure(
             values: Vec::new(),
         });
         by_customer
-            .entry((m, send.customer_id.as_str()))
+            .entry((m, &*send.customer_id))
             .or_default()
             .push(index);
         by_trigger
@@ -272,7 +272,7 @@ pub fn measure(
                             && record
                                 .customer
                                 .as_deref()
-                                .is_none_or(|c| c == window.send.customer_id)
+                                .is_none_or(|c| *c == *window.send.customer_id)
                             && schedule::send_id(moment_id, &window.send.customer_id, &rec.id)
                                 == window.send.send_id
                         {

@@ -1181,11 +1181,11 @@ fn preview(
             let mut got: Vec<&moments::outcome::Entry> = output
                 .entries
                 .iter()
-                .filter(|e| e.moment == moment)
+                .filter(|e| &*e.moment == moment)
                 .collect();
             got.sort_by_key(|e| (e.send_id.is_none(), e.customer_id.clone()));
             match got.first() {
-                Some(e) => e.customer_id.clone(),
+                Some(e) => e.customer_id.to_string(),
                 None => {
                     eprintln!(
                         "error: no customer triggered `{moment}` up to {at}; give `--customer ID`"

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -70,8 +71,9 @@ pub enum Group {
 /// One trigger occurrence for one customer, and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    pub moment: String,
-    pub customer_id: String,
+    /// Shared with the engine's plan and customer: an entry does not copy them.
+    pub moment: Arc<str>,
+    pub customer_id: Arc<str>,
     #[serde(serialize_with = "rfc3339")]
     pub trigger_at: DateTime<Utc>,
     /// Trigger instant + the larger of `wait` and the `unless` window.
@@ -85,8 +87,8 @@ pub struct Entry {
     pub send_id: Option<String>,
     /// Tells apart entries of one moment and customer at the same instant: the trigger
     /// event's id, or the instant for timed triggers. Kept in the state, not in files.
-    #[serde(default, skip_serializing)]
-    pub trigger_key: String,
+    #[serde(default = "no_key", skip_serializing)]
+    pub trigger_key: Arc<str>,
 }
 
 /// A message decided at an instant: sent to the customer, or recorded for the control group.
@@ -94,8 +96,8 @@ pub struct Entry {
 pub struct Send {
     /// Stable: derived from moment, customer and trigger (event id or instant).
     pub send_id: String,
-    pub moment: String,
-    pub customer_id: String,
+    pub moment: Arc<str>,
+    pub customer_id: Arc<str>,
     /// `email`, `sms`, `push`, `in_app` or `webhook`.
     pub channel: String,
     pub group: Group,
@@ -107,6 +109,11 @@ pub struct Send {
     pub sent_at: DateTime<Utc>,
     /// Every field of the message, rendered.
     pub message: BTreeMap<String, String>,
+}
+
+/// The trigger key of an entry read without one.
+fn no_key() -> Arc<str> {
+    Arc::from("")
 }
 
 /// An instant as chrono writes it (RFC 3339, `Z`, fractions of a second only when there
@@ -122,9 +129,9 @@ pub type Summary = BTreeMap<String, BTreeMap<String, u64>>;
 /// Count one entry into a summary.
 pub fn count_entry(summary: &mut Summary, entry: &Entry) {
     let fate = entry.fate.map_or("pending", |f| f.as_str());
-    let fates = match summary.get_mut(&entry.moment) {
+    let fates = match summary.get_mut(&*entry.moment) {
         Some(fates) => fates,
-        None => summary.entry(entry.moment.clone()).or_default(),
+        None => summary.entry(entry.moment.to_string()).or_default(),
     };
     match fates.get_mut(fate) {
         Some(count) => *count += 1,

@@ -71,13 +71,13 @@ pub fn build(
         by_fate.insert("pending".to_string(), 0);
         let mut daily: BTreeMap<NaiveDate, Day> = BTreeMap::new();
         let mut total = 0;
-        for entry in entries.iter().filter(|e| e.moment == moment.id) {
+        for entry in entries.iter().filter(|e| *e.moment == *moment.id) {
             total += 1;
             let fate = entry.fate.map_or("pending", Fate::as_str);
             *by_fate.entry(fate.to_string()).or_default() += 1;
             day(&mut daily, entry.trigger_at).entries += 1;
         }
-        for send in sends.iter().filter(|s| s.moment == moment.id) {
+        for send in sends.iter().filter(|s| *s.moment == *moment.id) {
             let d = day(&mut daily, send.sent_at);
             match send.group {
                 Group::Treatment => d.sent += 1,

@@ -555,14 +555,14 @@ impl StateStore {
                 ),
             };
             entries.push(Entry {
-                moment,
-                customer_id,
+                moment: moment.into(),
+                customer_id: customer_id.into(),
                 trigger_at: self.parse_instant(&trigger_at)?,
                 due_at: self.parse_instant(&due_at)?,
                 fate,
                 reason,
                 send_id,
-                trigger_key,
+                trigger_key: trigger_key.into(),
             });
         }
         Ok(entries)
@@ -714,8 +714,8 @@ impl StateStore {
                 trigger_at: self.parse_instant(&trigger_at)?,
                 sent_at: self.parse_instant(&sent_at)?,
                 send_id,
-                moment,
-                customer_id,
+                moment: moment.into(),
+                customer_id: customer_id.into(),
                 channel,
                 group,
                 message,
@@ -888,9 +888,9 @@ impl TickRecorder<'_> {
             })
             .map_err(|e| self.sqlite(e))?;
         if changed > 0 {
-            let counts = match self.new_sends.get_mut(&send.moment) {
+            let counts = match self.new_sends.get_mut(&*send.moment) {
                 Some(counts) => counts,
-                None => self.new_sends.entry(send.moment.clone()).or_default(),
+                None => self.new_sends.entry(send.moment.to_string()).or_default(),
             };
             match send.group {
                 Group::Treatment => counts.0 += 1,

@@ -30,8 +30,8 @@ fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 fn email(id: &str, group: Group) -> Send {
     Send {
         send_id: id.to_owned(),
-        moment: "cart_reminder".to_owned(),
-        customer_id: format!("c-{id}"),
+        moment: "cart_reminder".into(),
+        customer_id: format!("c-{id}").into(),
         channel: "email".to_owned(),
         group,
         trigger_at: at(9, 0),

@@ -140,7 +140,7 @@ fn fates(
     run(model, records.into_iter(), None, now)
         .entries
         .into_iter()
-        .map(|e| (e.customer_id, e.fate, e.trigger_at))
+        .map(|e| (e.customer_id.to_string(), e.fate, e.trigger_at))
         .collect()
 }
 
@@ -316,7 +316,7 @@ fn an_entry_before_from_is_not_reported_but_still_counts_for_the_limit() {
     let got: Vec<(&str, Option<Fate>)> = out
         .entries
         .iter()
-        .map(|e| (e.trigger_key.as_str(), e.fate))
+        .map(|e| (&*e.trigger_key, e.fate))
         .collect();
     assert_eq!(
         got,
@@ -329,7 +329,7 @@ fn an_entry_before_from_is_not_reported_but_still_counts_for_the_limit() {
         "{}",
         out.entries[0].reason
     );
-    let sent: Vec<&str> = out.sends.iter().map(|s| s.customer_id.as_str()).collect();
+    let sent: Vec<&str> = out.sends.iter().map(|s| &*s.customer_id).collect();
     assert_eq!(sent, ["ada"], "only a3's send is reported");
 }
 
@@ -385,7 +385,7 @@ fn the_global_cap_and_priority_decide_between_moments_due_together() {
     let by_moment: BTreeMap<String, Option<Fate>> = out
         .entries
         .into_iter()
-        .map(|e| (e.moment, e.fate))
+        .map(|e| (e.moment.to_string(), e.fate))
         .collect();
     assert_eq!(by_moment["b"], Some(Fate::Sent));
     assert_eq!(by_moment["c"], Some(Fate::Sent));
@@ -416,7 +416,7 @@ fn at_equal_priority_the_cap_goes_to_moments_in_the_order_of_their_ids() {
     let by_moment: BTreeMap<String, Option<Fate>> = out
         .entries
         .into_iter()
-        .map(|e| (e.moment, e.fate))
+        .map(|e| (e.moment.to_string(), e.fate))
         .collect();
     assert_eq!(by_moment["a"], Some(Fate::Sent));
     assert_eq!(by_moment["b"], Some(Fate::Sent));
@@ -462,7 +462,7 @@ moment dated "Dated" {
     let held_fates: Vec<Fate> = out
         .entries
         .iter()
-        .filter(|e| e.moment == "held")
+        .filter(|e| &*e.moment == "held")
         .filter_map(|e| e.fate)
         .collect();
     let control = held_fates.iter().filter(|f| **f == Fate::Control).count();
@@ -474,7 +474,7 @@ moment dated "Dated" {
     assert!(out
         .entries
         .iter()
-        .filter(|e| e.moment == "dated")
+        .filter(|e| &*e.moment == "dated")
         .all(|e| e.fate == Some(Fate::Inactive)));
     // Control entries are recorded as sends of the control group, never as treatment.
     assert_eq!(
@@ -682,7 +682,7 @@ moment sized "Same size" {
         run(model, records.clone().into_iter(), None, t(20, 0, 0))
             .entries
             .into_iter()
-            .map(|e| e.customer_id)
+            .map(|e| e.customer_id.to_string())
             .collect()
     };
     assert_eq!(entered(&popular), vec!["ann", "cat"]);
@@ -739,7 +739,7 @@ moment restock "Restock" {{
         run(&model, records.clone().into_iter(), None, t(20, 0, 0))
             .entries
             .into_iter()
-            .map(|e| (e.customer_id, e.trigger_at))
+            .map(|e| (e.customer_id.to_string(), e.trigger_at))
             .collect()
     };
     let (at10, at12) = (t(18, 10, 0), t(18, 12, 0));
@@ -863,7 +863,9 @@ moment nudge "Nudge" {
         run(&model, records.clone().into_iter(), None, t(20, 0, 0))
             .entries
             .into_iter()
-            .filter(|e| e.customer_id == customer && e.trigger_at.format("%M").to_string() == "00")
+            .filter(|e| {
+                &*e.customer_id == customer && e.trigger_at.format("%M").to_string() == "00"
+            })
             .map(|e| e.fate)
             .collect()
     };

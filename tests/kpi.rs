@@ -57,8 +57,8 @@ fn t(day: u32, hour: u32) -> DateTime<Utc> {
 fn send(customer: &str, trigger_id: &str, at: DateTime<Utc>, group: Group) -> Send {
     Send {
         send_id: send_id("cart", customer, trigger_id),
-        moment: "cart".to_string(),
-        customer_id: customer.to_string(),
+        moment: "cart".into(),
+        customer_id: customer.into(),
         channel: "email".to_string(),
         group,
         trigger_at: at,

@@ -986,8 +986,8 @@ fn assert_cart_sends(sends: &[Send]) {
     );
     for (send, want) in sends.iter().zip(&expected) {
         let customer = want.customer;
-        assert_eq!(send.moment, "cart_wobble");
-        assert_eq!(send.customer_id, customer);
+        assert_eq!(&*send.moment, "cart_wobble");
+        assert_eq!(&*send.customer_id, customer);
         assert_eq!(send.channel, "email");
         assert_eq!(
             send.send_id,
@@ -1087,7 +1087,7 @@ fn bad_records_are_reported_with_file_and_line_and_good_ones_still_send() {
         .collect();
     let fates: Vec<(&str, &str, Option<Fate>)> = entries
         .iter()
-        .map(|e| (e.moment.as_str(), e.customer_id.as_str(), e.fate))
+        .map(|e| (&*e.moment, &*e.customer_id, e.fate))
         .collect();
     assert_eq!(
         fates,

@@ -131,7 +131,11 @@ fn sends_diff(names: [&str; 2], expected: &[Send], found: &[Send]) -> Option<Str
 type EntryKey = (String, String, DateTime<Utc>);
 
 fn entry_key(e: &Entry) -> EntryKey {
-    (e.moment.clone(), e.customer_id.clone(), e.trigger_at)
+    (
+        e.moment.to_string(),
+        e.customer_id.to_string(),
+        e.trigger_at,
+    )
 }
 
 /// `None` when the two lists of entries are equal; otherwise the first differences.
@@ -512,7 +516,7 @@ fn entries_of(moment: &str, lines: &[&str], now: DateTime<Utc>) -> Vec<Entry> {
     engine::run(&model, records.into_iter(), None, now)
         .entries
         .into_iter()
-        .filter(|e| e.moment == moment)
+        .filter(|e| &*e.moment == moment)
         .collect()
 }
 

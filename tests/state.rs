@@ -19,8 +19,8 @@ fn at(hour: u32, minute: u32) -> DateTime<Utc> {
 fn send(id: &str, group: Group, sent_at: DateTime<Utc>) -> Send {
     Send {
         send_id: id.to_owned(),
-        moment: "cart_reminder".to_owned(),
-        customer_id: format!("c-{id}"),
+        moment: "cart_reminder".into(),
+        customer_id: format!("c-{id}").into(),
         channel: "email".to_owned(),
         group,
         trigger_at: at(9, 0),
@@ -34,14 +34,14 @@ fn send(id: &str, group: Group, sent_at: DateTime<Utc>) -> Send {
 
 fn entry(customer: &str, fate: Option<Fate>, reason: &str) -> Entry {
     Entry {
-        moment: "cart_reminder".to_owned(),
-        customer_id: customer.to_owned(),
+        moment: "cart_reminder".into(),
+        customer_id: customer.into(),
         trigger_at: at(9, 0),
         due_at: at(10, 0),
         fate,
         reason: reason.to_owned(),
         send_id: fate.map(|_| format!("s-{customer}")),
-        trigger_key: "e1".to_owned(),
+        trigger_key: "e1".into(),
     }
 }
 
@@ -147,7 +147,7 @@ fn entries_come_back_sorted_with_every_fate() {
         .enumerate()
         .map(|(i, fate)| {
             let mut e = entry(&format!("c{}", 7 - i), Some(fate), fate.as_str());
-            e.moment = if i % 2 == 0 { "b_moment" } else { "a_moment" }.to_owned();
+            e.moment = if i % 2 == 0 { "b_moment" } else { "a_moment" }.into();
             e
         })
         .collect();
@@ -434,7 +434,7 @@ fn a_version_1_database_is_migrated_and_keeps_its_entries() {
     let store = StateStore::open(&path).unwrap();
     let entries = store.entries().unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].customer_id, "ada");
+    assert_eq!(&*entries[0].customer_id, "ada");
     assert_eq!(entries[0].fate, Some(Fate::Cancelled));
 }
 
