@@ -226,6 +226,8 @@ fn gate_of(condition: &CExpr) -> Option<Arc<str>> {
 #[derive(Debug, Clone)]
 struct Pending {
     moment: usize,
+    /// The customer's number in `Engine::customers`, and id.
+    who: usize,
     customer: Arc<str>,
     trigger_at: DateTime<Utc>,
     trigger_key: Arc<str>,
@@ -237,6 +239,7 @@ struct Pending {
 
 #[derive(Default)]
 struct Customer {
+    id: Arc<str>,
     traits: Vec<Value>,
     /// The customer's zone, kept in step with the zone trait.
     zone: Tz,
@@ -403,12 +406,12 @@ pub fn run_traced(
     let customer: Arc<str> = Arc::from(options.customer.as_str());
     let mut trace = Trace::default();
     let out_of_fuel = engine.run_with(records, from, now, |engine| {
-        if !engine.customers.contains_key(&customer) {
-            let mut ids: Vec<&str> = engine.customers.keys().map(|k| &**k).collect();
+        if engine.find(&customer).is_none() {
+            let mut ids: Vec<&str> = engine.customers.iter().map(|c| &*c.id).collect();
             ids.sort_unstable();
             trace.did_you_mean = crate::diagnostic::closest(&customer, ids).map(str::to_string);
         }
-        if let Some(c) = engine.customers.get(&customer) {
+        if let Some(c) = engine.find(&customer) {
             trace.zone = Some(engine.zone_of(c));
             trace.traits = engine
                 .traits
@@ -699,7 +702,11 @@ struct Engine<'m> {
     moments: Vec<MomentPlan>,
     consent: BTreeMap<Channel, CExpr>,
     templates: minijinja::Environment<'static>,
-    customers: FxMap<Arc<str>, Customer>,
+    /// Every customer seen, by number: a customer is looked up by id once per record, and
+    /// by number after that.
+    customers: Vec<Customer>,
+    /// Each customer's number in `customers`, by id.
+    numbers: FxMap<Arc<str>, usize>,
     /// Every customer's id, in order: who a catalog event or a schedule considers.
     customer_ids: std::collections::BTreeSet<Arc<str>>,
     /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
@@ -971,7 +978,8 @@ impl<'m> Engine<'m> {
             moments,
             consent,
             templates,
-            customers: FxMap::default(),
+            customers: Vec::new(),
+            numbers: FxMap::default(),
             customer_ids: std::collections::BTreeSet::new(),
             gated,
             routes: FxMap::default(),
@@ -1175,7 +1183,7 @@ impl<'m> Engine<'m> {
                         local_time(
                             p.send_at,
                             self.customers
-                                .get(&p.customer)
+                                .get(p.who)
                                 .map_or(self.default_zone, |c| self.zone_of(c))
                         )
                     ),
@@ -1211,7 +1219,8 @@ impl<'m> Engine<'m> {
                 let zone_changed = self
                     .zone_trait
                     .is_some_and(|z| updates.iter().any(|(i, _)| *i == z));
-                let customer = self.customer(&customer_id);
+                let who = self.know_customer(&customer_id);
+                let customer = &mut self.customers[who];
                 for (i, value) in updates {
                     if let Some(slot) = customer.traits.get_mut(i) {
                         if *slot != value || customer.changed[i].is_none() {
@@ -1221,13 +1230,11 @@ impl<'m> Engine<'m> {
                     }
                 }
                 if zone_changed {
-                    let zone = self.zone_from_traits(&self.customers[&customer_id].traits);
-                    if let Some(c) = self.customers.get_mut(&customer_id) {
-                        c.zone = zone;
-                    }
+                    let zone = self.zone_from_traits(&self.customers[who].traits);
+                    self.customers[who].zone = zone;
                     self.note_zone(zone);
                 }
-                self.schedule_date_triggers(&customer_id, record.at);
+                self.schedule_date_triggers(who, record.at);
             }
             RecordKind::Event { event, properties } => {
                 // Moved, not cloned: the record's counters stay on the reading thread's
@@ -1253,8 +1260,8 @@ impl<'m> Engine<'m> {
                     // Another engine's customer: only the shop's indexes above.
                     Some(customer_id) if !self.owns(customer_id) => {}
                     Some(customer_id) => {
-                        self.know_customer(customer_id);
-                        // One lookup for everything below: the fields are borrowed apart.
+                        let who = self.know_customer(customer_id);
+                        // The fields are borrowed apart.
                         let Engine {
                             customers,
                             gated,
@@ -1262,7 +1269,7 @@ impl<'m> Engine<'m> {
                             tally_specs,
                             ..
                         } = &mut *self;
-                        if let Some(customer) = customers.get_mut(customer_id) {
+                        if let Some(customer) = customers.get_mut(who) {
                             // INVARIANT: events no expression reads are not kept (`keep`);
                             // with `keep` off (tracing) everything is.
                             if let Some((place, keep)) = route.own {
@@ -1294,8 +1301,8 @@ impl<'m> Engine<'m> {
                             }
                         }
                         for &index in &route.moments {
-                            let (key, customer) = (rec.id.clone(), customer_id.clone());
-                            self.trigger(index, customer, rec.at, key, Some(rec.clone()), from);
+                            let key = rec.id.clone();
+                            self.trigger(index, who, rec.at, key, Some(rec.clone()), from);
                         }
                     }
                     None => {
@@ -1308,8 +1315,11 @@ impl<'m> Engine<'m> {
                         }
                         firings.sort();
                         for (id, index) in firings {
+                            let Some(who) = self.numbers.get(&id).copied() else {
+                                continue;
+                            };
                             let key = rec.id.clone();
-                            self.trigger(index, id, rec.at, key, Some(rec.clone()), from);
+                            self.trigger(index, who, rec.at, key, Some(rec.clone()), from);
                         }
                     }
                 }
@@ -1369,46 +1379,50 @@ impl<'m> Engine<'m> {
         }
     }
 
-    fn customer(&mut self, id: &Arc<str>) -> &mut Customer {
-        self.know_customer(id);
-        // INVARIANT: present, inserted just above when it was not.
-        self.customers
-            .get_mut(id)
-            .expect("the customer was just made")
+    /// The customer with this id, when known.
+    fn find(&self, id: &str) -> Option<&Customer> {
+        self.numbers
+            .get(id)
+            .and_then(|&who| self.customers.get(who))
     }
 
-    /// Makes a customer seen for the first time known: the schema's defaults, the shop's
-    /// zone. Nothing changes for a known one.
-    fn know_customer(&mut self, id: &Arc<str>) {
-        if self.customers.contains_key(id) {
-            return;
+    /// The number of the customer with this id. A customer seen for the first time is made
+    /// known: the schema's defaults, the shop's zone.
+    fn know_customer(&mut self, id: &Arc<str>) -> usize {
+        if let Some(&who) = self.numbers.get(id) {
+            return who;
         }
-        // The id is cloned only for a new customer: see `slot`.
+        // The id is cloned only for a new customer: a clone of an id the reading thread
+        // shares is an atomic write to a count that thread writes too.
         self.note_zone(self.default_zone_of_new);
         self.customer_ids.insert(id.clone());
         let defaults = &self.traits.defaults;
-        let customer = Customer {
+        let who = self.customers.len();
+        self.customers.push(Customer {
+            id: id.clone(),
             zone: self.default_zone_of_new,
             traits: defaults.clone(),
             changed: vec![None; defaults.len()],
             ..Customer::default()
-        };
-        self.customers.insert(id.clone(), customer);
+        });
+        self.numbers.insert(id.clone(), who);
+        who
     }
 
     /// A trigger occurrence: evaluate `let` and `where` at its instant; an entry if it holds.
     fn trigger(
         &mut self,
         moment: usize,
-        customer_id: Arc<str>,
+        who: usize,
         at: DateTime<Utc>,
         trigger_key: Arc<str>,
         trigger_event: Option<EventRecord>,
         from: Option<DateTime<Utc>>,
     ) {
-        let Some(customer) = self.customers.get(&customer_id) else {
+        let Some(customer) = self.customers.get(who) else {
             return;
         };
+        let customer_id = customer.id.clone();
         let zone = self.zone_of(customer);
         let plan = &self.moments[moment];
         let histories = Histories {
@@ -1516,6 +1530,7 @@ impl<'m> Engine<'m> {
             key,
             Pending {
                 moment,
+                who,
                 customer: customer_id,
                 trigger_at: at,
                 trigger_key,
@@ -1530,7 +1545,7 @@ impl<'m> Engine<'m> {
     /// The entry's send instant has come: its one fate.
     fn decide(&mut self, p: Pending, from: Option<DateTime<Utc>>) {
         let plan = &self.moments[p.moment];
-        let Some(customer) = self.customers.get(&p.customer) else {
+        let Some(customer) = self.customers.get(p.who) else {
             return;
         };
         let zone = self.zone_of(customer);
@@ -1769,7 +1784,7 @@ impl<'m> Engine<'m> {
         // older than it at every later decision.
         let cap_window = self.model.schema.defaults.cap.map(|(_, per)| per.seconds());
         let limit_window = plan.limit.map(|(_, per)| per);
-        if let Some(c) = self.customers.get_mut(&p.customer) {
+        if let Some(c) = self.customers.get_mut(p.who) {
             let window_from = |seconds: i64| {
                 p.send_at
                     .checked_sub_signed(chrono::Duration::try_seconds(seconds)?)
@@ -1799,7 +1814,8 @@ impl<'m> Engine<'m> {
         customer_id: &Arc<str>,
         last: Option<&Occurrence>,
     ) -> Option<Preview> {
-        let customer = self.customers.get(customer_id)?;
+        let who = *self.numbers.get(customer_id)?;
+        let customer = self.customers.get(who)?;
         let plan = &self.moments[moment];
         let zone = self.zone_of(customer);
         let (trigger_at, trigger_event, lets) = match last {
@@ -1813,6 +1829,7 @@ impl<'m> Engine<'m> {
         let send_id = schedule::send_id(&plan.id, customer_id, &trigger_key);
         let pending = Pending {
             moment,
+            who,
             customer: customer_id.clone(),
             trigger_at: at,
             trigger_key,
@@ -1933,10 +1950,11 @@ impl<'m> Engine<'m> {
     }
 
     /// After an identify: (re)schedule anniversary and date-offset triggers.
-    fn schedule_date_triggers(&mut self, customer_id: &Arc<str>, at: DateTime<Utc>) {
-        let Some(customer) = self.customers.get(customer_id) else {
+    fn schedule_date_triggers(&mut self, who: usize, at: DateTime<Utc>) {
+        let Some(customer) = self.customers.get(who) else {
             return;
         };
+        let customer_id = &customer.id;
         let zone = self.zone_of(customer);
         let mut timers = Vec::new();
         for (index, plan) in self.moments.iter().enumerate() {
@@ -2012,9 +2030,12 @@ impl<'m> Engine<'m> {
             | TriggerSource::Offset { date_trait, .. } => date_trait.clone(),
             _ => return,
         };
+        let Some(who) = self.numbers.get(&customer_id).copied() else {
+            return;
+        };
         let still = self
             .customers
-            .get(&customer_id)
+            .get(who)
             .and_then(|c| {
                 self.traits
                     .position(&date_trait)
@@ -2024,7 +2045,7 @@ impl<'m> Engine<'m> {
         if still {
             self.trigger(
                 moment,
-                customer_id.clone(),
+                who,
                 at,
                 Arc::from(schedule::instant_key(at)),
                 None,
@@ -2035,7 +2056,7 @@ impl<'m> Engine<'m> {
                 TriggerSource::Anniversary { .. }
             ) {
                 // Next year's.
-                self.schedule_date_triggers(&customer_id, at);
+                self.schedule_date_triggers(who, at);
             }
         }
     }
@@ -2077,10 +2098,12 @@ impl<'m> Engine<'m> {
             }
             self.next_fire[index] = Some(next(until).unwrap_or(DateTime::<Utc>::MAX_UTC));
             // Customers grouped by zone, sorted for determinism.
-            let mut by_zone: BTreeMap<String, (Tz, Vec<Arc<str>>)> = BTreeMap::new();
+            // A zone's customers: (id, number).
+            type Customers = Vec<(Arc<str>, usize)>;
+            let mut by_zone: BTreeMap<String, (Tz, Customers)> = BTreeMap::new();
             let gate = self.moments[index].gate.as_ref();
             let gated = gate.and_then(|g| self.gated.get(g));
-            for (id, c) in &self.customers {
+            for (who, c) in self.customers.iter().enumerate() {
                 if gated.is_some_and(|(bit, _)| c.gates & bit == 0) {
                     continue;
                 }
@@ -2089,20 +2112,21 @@ impl<'m> Engine<'m> {
                     .entry(zone.name().to_string())
                     .or_insert((zone, Vec::new()))
                     .1
-                    .push(id.clone());
+                    .push((c.id.clone(), who));
             }
-            let mut firings: Vec<(DateTime<Utc>, Arc<str>)> = Vec::new();
+            // By instant, then customer id (ids are unique).
+            let mut firings: Vec<(DateTime<Utc>, Arc<str>, usize)> = Vec::new();
             for (_, (zone, mut ids)) in by_zone {
                 ids.sort();
                 for instant in schedule::cron_instants(&cron, zone, after, until) {
-                    firings.extend(ids.iter().map(|id| (instant, id.clone())));
+                    firings.extend(ids.iter().map(|(id, who)| (instant, id.clone(), *who)));
                 }
             }
             firings.sort();
-            for (instant, id) in firings {
+            for (instant, _, who) in firings {
                 self.trigger(
                     index,
-                    id,
+                    who,
                     instant,
                     Arc::from(schedule::instant_key(instant)),
                     None,
