@@ -361,17 +361,22 @@ fn entries_due_after_now_are_pending_and_running_in_steps_gives_the_same_sends()
     assert_eq!(stepped, whole_ids);
 }
 
-#[test]
-fn the_global_cap_and_priority_decide_between_moments_due_together() {
-    // Two moments on the same event, both due at once; the cap allows 2 a week. A third
-    // moment with lower priority is capped.
-    let moment = |id: &str, priority: u64| {
-        format!(
-            "moment {id} \"{id}\" {{\n  trigger {{ on order_completed }}\n  message email {{ subject \"s\" body \"b\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n  priority {priority}\n}}\n"
-        )
-    };
-    let (a, b, c) = (moment("a", 1), moment("b", 5), moment("c", 3));
-    let model = model(&[("a", &a), ("b", &b), ("c", &c)]);
+/// Moments `(id, priority)` on `order_completed`, declared in this order; the fate of each
+/// after Ada (opted in to email) orders once.
+fn fates_of_one_order(moments: &[(&str, u64)]) -> BTreeMap<String, Option<Fate>> {
+    let texts: Vec<(&str, String)> = moments
+        .iter()
+        .map(|(id, priority)| {
+            (*id, format!(
+                "moment {id} \"{id}\" {{\n  trigger {{ on order_completed }}\n  message email {{ subject \"s\" body \"b\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n  priority {priority}\n}}\n"
+            ))
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(id, text)| (*id, text.as_str()))
+        .collect();
+    let model = model(&files);
     let records = vec![
         identify(
             "i1",
@@ -381,12 +386,18 @@ fn the_global_cap_and_priority_decide_between_moments_due_together() {
         ),
         ordered("o1", "ada", t(18, 10, 0)),
     ];
-    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
-    let by_moment: BTreeMap<String, Option<Fate>> = out
+    run(&model, records.into_iter(), None, t(19, 0, 0))
         .entries
         .into_iter()
         .map(|e| (e.moment.to_string(), e.fate))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_global_cap_and_priority_decide_between_moments_due_together() {
+    // Two moments on the same event, both due at once; the cap allows 2 a week. A third
+    // moment with lower priority is capped.
+    let by_moment = fates_of_one_order(&[("a", 1), ("b", 5), ("c", 3)]);
     assert_eq!(by_moment["b"], Some(Fate::Sent));
     assert_eq!(by_moment["c"], Some(Fate::Sent));
     assert_eq!(by_moment["a"], Some(Fate::Capped));
@@ -394,30 +405,9 @@ fn the_global_cap_and_priority_decide_between_moments_due_together() {
 
 #[test]
 fn at_equal_priority_the_cap_goes_to_moments_in_the_order_of_their_ids() {
-    // Three moments of one priority on the same event, declared out of the order of their
-    // ids; the cap allows 2 a week, so the last id is capped.
-    let moment = |id: &str| {
-        format!(
-            "moment {id} \"{id}\" {{\n  trigger {{ on order_completed }}\n  message email {{ subject \"s\" body \"b\" }}\n  kpi \"k\" = rate(order_completed within 1d after send)\n}}\n"
-        )
-    };
-    let (b, c, a) = (moment("b"), moment("c"), moment("a"));
-    let model = model(&[("b", &b), ("c", &c), ("a", &a)]);
-    let records = vec![
-        identify(
-            "i1",
-            "ada",
-            t(18, 9, 0),
-            &[("email_opt_in", Value::Bool(true))],
-        ),
-        ordered("o1", "ada", t(18, 10, 0)),
-    ];
-    let out = run(&model, records.into_iter(), None, t(19, 0, 0));
-    let by_moment: BTreeMap<String, Option<Fate>> = out
-        .entries
-        .into_iter()
-        .map(|e| (e.moment.to_string(), e.fate))
-        .collect();
+    // Three moments of one priority, declared out of the order of their ids; the cap
+    // allows 2 a week, so the last id is capped.
+    let by_moment = fates_of_one_order(&[("b", 1), ("c", 1), ("a", 1)]);
     assert_eq!(by_moment["a"], Some(Fate::Sent));
     assert_eq!(by_moment["b"], Some(Fate::Sent));
     assert_eq!(by_moment["c"], Some(Fate::Capped));
