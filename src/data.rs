@@ -41,9 +41,10 @@
 //!   stream's counters and order are the same as if read on the caller's thread.
 //!
 //! A binary heap merges the files' heads. Memory does not grow with history: it is a read
-//! buffer and a few batches per open file, one instant's records per open file, and two
-//! bounded caches: interned customer ids ([`INTERN_CAP`]) and texts shared between records
-//! (product ids and names inside lists; `TEXT_CAP`).
+//! buffer and a few batches per open file, one instant's records per open file, and a
+//! bounded cache of texts shared between records (product ids and names inside lists;
+//! `TEXT_CAP`). Customer ids are not shared: a table of them per reading thread cost more
+//! (a cache miss per record in a table of every customer) than an allocation per record.
 //!
 //! At one instant, records are in customer then id order whatever their kind: an
 //! `identify` at the same second as its customer's first order may come after it.
@@ -116,10 +117,6 @@ fn forever(scans: &[Scan]) -> DateTime<Utc> {
         .and_then(|t| t.checked_sub_signed(chrono::TimeDelta::seconds(1)))
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
-
-/// Interned customer ids kept at most; past this the cache starts again (ids stay correct,
-/// only sharing is lost), so memory stays bounded however many customers there are.
-pub const INTERN_CAP: usize = 1 << 20;
 
 /// Largest read buffer per file.
 const BUF_SIZE: usize = 256 * 1024;
@@ -514,7 +511,6 @@ struct Ctx {
     texts: TextCache,
     /// The instant of customers table rows without `updated_at`.
     forever: DateTime<Utc>,
-    customers: FxSet<Arc<str>>,
     rejects: Vec<Reject>,
     skipped: BTreeMap<String, u64>,
     read: u64,
@@ -526,23 +522,10 @@ impl Ctx {
             schema,
             texts: TextCache::default(),
             forever,
-            customers: FxSet::default(),
             rejects: Vec::new(),
             skipped: BTreeMap::new(),
             read: 0,
         }
-    }
-
-    fn customer(&mut self, id: &str) -> Arc<str> {
-        if let Some(c) = self.customers.get(id) {
-            return c.clone();
-        }
-        if self.customers.len() >= INTERN_CAP {
-            self.customers.clear();
-        }
-        let c: Arc<str> = Arc::from(id);
-        self.customers.insert(c.clone());
-        c
     }
 
     fn skip(&mut self, name: &str) {
@@ -1359,7 +1342,7 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 None
             } else {
                 match user {
-                    Some(u) => Some(ctx.customer(&u)),
+                    Some(u) => Some(Arc::<str>::from(&*u)),
                     None => return Outcome::Reject(format!("`{}` needs a `userId`", event.source)),
                 }
             };
@@ -1400,7 +1383,7 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 Fields::Bad(reason) => return Outcome::Reject(reason),
                 Fields::Absent | Fields::Raw(_) => Vec::new(),
             };
-            let customer = Some(ctx.customer(&user));
+            let customer = Some(Arc::<str>::from(&*user));
             Outcome::Record(Record {
                 at,
                 customer,
@@ -2382,7 +2365,7 @@ fn table_record<'a, C: Cell<'a>>(
             traits,
         } => {
             let customer = match cell(*id).map(|c| c.text()) {
-                Some(Ok(c)) => ctx.customer(&c),
+                Some(Ok(c)) => Arc::<str>::from(&*c),
                 Some(Err(e)) => return Outcome::Reject(format!("`customer_id` is {e}")),
                 None => return Outcome::Reject("`customer_id` is empty".to_string()),
             };
@@ -2438,7 +2421,7 @@ fn table_record<'a, C: Cell<'a>>(
             let customer = match cell(*id).map(|c| c.text()) {
                 Some(Err(e)) => return Outcome::Reject(format!("`customer_id` is {e}")),
                 _ if spec.catalog => None,
-                Some(Ok(c)) => Some(ctx.customer(&c)),
+                Some(Ok(c)) => Some(Arc::<str>::from(&*c)),
                 None => return Outcome::Reject(format!("`{}` needs a `customer_id`", spec.source)),
             };
             let at = match cell(*timestamp).map(|c| c.timestamp()) {
