@@ -38,15 +38,14 @@ impl BacktestFiles {
     /// holding up to `budget` bytes of each in memory.
     pub fn new(dir: &Path, model: &Model, budget: Option<usize>) -> BacktestFiles {
         let budget = budget.unwrap_or(DEFAULT_BUDGET);
-        let mut ids: Vec<&str> = model.moments.iter().map(|m| m.id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        // INVARIANT: ranks below `u16::MAX` only; a moment past them, or not among the
-        // campaigns, sorts by its id after them (see `Sink::entry`).
-        let ranks = ids
-            .into_iter()
+        // `Model::moments` is sorted by id, so a moment's index is its rank. INVARIANT: ranks
+        // below `u16::MAX` only; a moment past them, or not among the campaigns, sorts by
+        // its id after them (see `Sink::entry`).
+        let ranks = model
+            .moments
+            .iter()
             .zip(0..u16::MAX)
-            .map(|(id, rank)| (id.to_string(), rank))
+            .map(|(m, rank)| (m.id.clone(), rank))
             .collect();
         BacktestFiles {
             ranks,

@@ -88,18 +88,18 @@ pub fn send_order(s: &Send) -> (DateTime<Utc>, &str) {
     (s.sent_at, &s.send_id)
 }
 
-/// Decisions waiting, earliest first: (send instant, priority — higher first, the moment's
-/// rank in the order of the ids (`MomentPlan::rank`), customer id, key into
-/// `pending_store`). The tuple order is the decision order.
+/// Decisions waiting, earliest first: (send instant, priority — higher first, moment index,
+/// customer id, key into `pending_store`). The tuple order is the decision order; the
+/// moments are sorted by id (`Model::moments`), so their indexes are in the order of the ids.
 type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, usize, Arc<str>, u64)>>;
+/// Customers by id, in id order, with their numbers in `Engine::customers`.
+type CustomerIds = BTreeMap<Arc<str>, usize>;
 /// Date triggers waiting: (instant, moment index, customer id, the trait value scheduled for).
 type TimerQueue = BinaryHeap<Reverse<(DateTime<Utc>, usize, Arc<str>, String)>>;
 
 /// One moment, compiled.
 struct MomentPlan {
     id: Arc<str>,
-    /// The moment's place among the campaigns' moments in the order of their ids.
-    rank: usize,
     title: String,
     priority: u64,
     source: TriggerSource,
@@ -708,9 +708,9 @@ struct Engine<'m> {
     /// Each customer's number in `customers`, by id.
     numbers: FxMap<Arc<str>, usize>,
     /// Every customer's id, in order: who a catalog event or a schedule considers.
-    customer_ids: std::collections::BTreeSet<Arc<str>>,
+    customer_ids: CustomerIds,
     /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
-    gated: FxMap<Arc<str>, (u64, std::collections::BTreeSet<Arc<str>>)>,
+    gated: FxMap<Arc<str>, (u64, CustomerIds)>,
     /// What to do with each kind of event, worked out on its first record.
     routes: FxMap<Arc<str>, Arc<Route>>,
     /// Every customer's events, for `across customers` (only of events some moment reads
@@ -862,7 +862,6 @@ impl<'m> Engine<'m> {
             let gate = conditions.iter().find_map(gate_of);
             moments.push(MomentPlan {
                 id: Arc::from(m.id.as_str()),
-                rank: 0,
                 title: m.title.clone(),
                 priority: m.priority,
                 source: m.trigger.source.clone(),
@@ -892,11 +891,6 @@ impl<'m> Engine<'m> {
                 ])),
                 gate,
             });
-        }
-        let mut by_id: Vec<usize> = (0..moments.len()).collect();
-        by_id.sort_by(|&a, &b| moments[a].id.cmp(&moments[b].id));
-        for (rank, index) in by_id.into_iter().enumerate() {
-            moments[index].rank = rank;
         }
         let consent = model
             .schema
@@ -980,7 +974,7 @@ impl<'m> Engine<'m> {
             templates,
             customers: Vec::new(),
             numbers: FxMap::default(),
-            customer_ids: std::collections::BTreeSet::new(),
+            customer_ids: BTreeMap::new(),
             gated,
             routes: FxMap::default(),
             across_events: across,
@@ -1283,7 +1277,7 @@ impl<'m> Engine<'m> {
                                 if customer.gates & bit == 0 {
                                     customer.gates |= bit;
                                     if let Some((_, customers)) = gated.get_mut(&event) {
-                                        customers.insert(customer_id.clone());
+                                        customers.insert(customer_id.clone(), who);
                                     }
                                 }
                             }
@@ -1308,16 +1302,13 @@ impl<'m> Engine<'m> {
                     None => {
                         // A catalog event: every customer known so far is considered, or
                         // only those a moment's gate lets through; by customer, then moment.
-                        let mut firings: Vec<(Arc<str>, usize)> = Vec::new();
+                        let mut firings: Vec<(Arc<str>, usize, usize)> = Vec::new();
                         for &index in &route.moments {
-                            let ids = self.considered(index).cloned();
-                            firings.extend(ids.map(|id| (id, index)));
+                            let customers = self.considered(index);
+                            firings.extend(customers.map(|(id, &who)| (id.clone(), index, who)));
                         }
                         firings.sort();
-                        for (id, index) in firings {
-                            let Some(who) = self.numbers.get(&id).copied() else {
-                                continue;
-                            };
+                        for (_, index, who) in firings {
                             let key = rec.id.clone();
                             self.trigger(index, who, rec.at, key, Some(rec.clone()), from);
                         }
@@ -1366,9 +1357,9 @@ impl<'m> Engine<'m> {
         route
     }
 
-    /// The customers a catalog event or a schedule considers for `moment`, in order: those
-    /// its gate lets through, or everyone.
-    fn considered(&self, moment: usize) -> impl Iterator<Item = &Arc<str>> {
+    /// The customers a catalog event considers for `moment`, in id order, with their
+    /// numbers: those its gate lets through, or everyone.
+    fn considered(&self, moment: usize) -> impl Iterator<Item = (&Arc<str>, &usize)> {
         let gated = self.moments[moment]
             .gate
             .as_ref()
@@ -1395,9 +1386,9 @@ impl<'m> Engine<'m> {
         // The id is cloned only for a new customer: a clone of an id the reading thread
         // shares is an atomic write to a count that thread writes too.
         self.note_zone(self.default_zone_of_new);
-        self.customer_ids.insert(id.clone());
         let defaults = &self.traits.defaults;
         let who = self.customers.len();
+        self.customer_ids.insert(id.clone(), who);
         self.customers.push(Customer {
             id: id.clone(),
             zone: self.default_zone_of_new,
@@ -1522,7 +1513,7 @@ impl<'m> Engine<'m> {
         self.pending.push(Reverse((
             send_at,
             Reverse(plan.priority),
-            plan.rank,
+            moment,
             customer_id.clone(),
             key,
         )));
