@@ -21,6 +21,8 @@ pub struct BacktestFiles {
     entries: SortedFile,
     sends: SortedFile,
     summary: Summary,
+    /// Room for the next line's sort key.
+    key: Key,
     /// The first write error; later lines are not written.
     error: Option<io::Error>,
 }
@@ -52,6 +54,7 @@ impl BacktestFiles {
             entries: SortedFile::new(&dir.join("entries.ndjson"), budget),
             sends: SortedFile::new(&dir.join("sends.ndjson"), budget),
             summary: Summary::new(),
+            key: Key::new(),
             error: None,
         }
     }
@@ -102,23 +105,35 @@ impl Sink for BacktestFiles {
         if self.error.is_none() {
             // The order of `engine::entry_order`: the moment's rank is in the order of the
             // ids.
+            let key = std::mem::take(&mut self.key).reuse();
             let key = match self.ranks.get(&*entry.moment) {
-                Some(&rank) => Key::new().rank(rank),
-                None => Key::new().rank(u16::MAX).text(&entry.moment),
+                Some(&rank) => key.rank(rank),
+                None => key.rank(u16::MAX).text(&entry.moment),
             };
             let key = key
                 .text(&entry.customer_id)
                 .instant(entry.trigger_at)
                 .opt_text(entry.send_id.as_deref());
-            self.error = self.entries.push_json(&key, &entry).err();
+            self.error = self
+                .entries
+                .push_with(&key, |line| entry.write_json(line))
+                .err();
+            self.key = key;
         }
     }
 
     fn send(&mut self, send: Send) {
         if self.error.is_none() {
             // The order of `engine::send_order`.
-            let key = Key::new().instant(send.sent_at).text(&send.send_id);
-            self.error = self.sends.push_json(&key, &send).err();
+            let key = std::mem::take(&mut self.key)
+                .reuse()
+                .instant(send.sent_at)
+                .text(&send.send_id);
+            self.error = self
+                .sends
+                .push_with(&key, |line| send.write_json(line))
+                .err();
+            self.key = key;
         }
     }
 }

@@ -111,6 +111,139 @@ pub struct Send {
     pub message: BTreeMap<String, String>,
 }
 
+impl Entry {
+    /// Appends the entry as one line of JSON (no newline): the bytes `serde_json` writes
+    /// for it, without going through a serializer (see [`write_str`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"moment\":");
+        write_str(out, &self.moment);
+        out.extend_from_slice(b",\"customer_id\":");
+        write_str(out, &self.customer_id);
+        out.extend_from_slice(b",\"trigger_at\":");
+        write_instant(out, self.trigger_at);
+        out.extend_from_slice(b",\"due_at\":");
+        write_instant(out, self.due_at);
+        out.extend_from_slice(b",\"fate\":");
+        match self.fate {
+            Some(fate) => write_str(out, fate.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"reason\":");
+        write_str(out, &self.reason);
+        out.extend_from_slice(b",\"send_id\":");
+        match &self.send_id {
+            Some(id) => write_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+    }
+}
+
+impl Send {
+    /// Appends the send as one line of JSON (no newline), as [`Entry::write_json`] does.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"send_id\":");
+        write_str(out, &self.send_id);
+        out.extend_from_slice(b",\"moment\":");
+        write_str(out, &self.moment);
+        out.extend_from_slice(b",\"customer_id\":");
+        write_str(out, &self.customer_id);
+        out.extend_from_slice(b",\"channel\":");
+        write_str(out, &self.channel);
+        out.extend_from_slice(b",\"group\":");
+        write_str(
+            out,
+            match self.group {
+                Group::Treatment => "treatment",
+                Group::Control => "control",
+            },
+        );
+        out.extend_from_slice(b",\"trigger_at\":");
+        write_instant(out, self.trigger_at);
+        out.extend_from_slice(b",\"sent_at\":");
+        write_instant(out, self.sent_at);
+        out.extend_from_slice(b",\"message\":{");
+        for (i, (field, text)) in self.message.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, field);
+            out.push(b':');
+            write_str(out, text);
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
+/// A JSON string as `serde_json` writes it: `"` and `\` escaped with a backslash, the
+/// control characters with a short escape where JSON has one (`\n`) and as `\u00xx`
+/// otherwise, everything else (non-ASCII included) as it is. Runs of plain bytes are
+/// copied whole.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0C => b"\\f",
+            0x00..=0x1F => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xF)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+/// An instant as a JSON string, as [`rfc3339`] writes it. Whole seconds in years 0 to
+/// 9999 (nearly every instant) are written digit by digit; the rest go through chrono.
+fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    if at.nanosecond() != 0 || !(0..=9999).contains(&year) {
+        write_str(
+            out,
+            &at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        );
+        return;
+    }
+    let two = |out: &mut Vec<u8>, n: u32| {
+        out.push(b'0' + (n / 10) as u8);
+        out.push(b'0' + (n % 10) as u8);
+    };
+    out.push(b'"');
+    // INVARIANT: 0 <= year <= 9999, checked above.
+    let year = year as u32;
+    two(out, year / 100);
+    two(out, year % 100);
+    out.push(b'-');
+    two(out, at.month());
+    out.push(b'-');
+    two(out, at.day());
+    out.push(b'T');
+    two(out, at.hour());
+    out.push(b':');
+    two(out, at.minute());
+    out.push(b':');
+    two(out, at.second());
+    out.extend_from_slice(b"Z\"");
+}
+
 /// The trigger key of an entry read without one.
 fn no_key() -> Arc<str> {
     Arc::from("")

@@ -26,14 +26,25 @@ impl Key {
         Key::default()
     }
 
+    /// This key emptied, keeping its room: for building keys one after another.
+    pub fn reuse(mut self) -> Key {
+        self.0.clear();
+        self
+    }
+
     /// A string: its bytes, with 0 escaped as `0 FF` and ended by `0 0`, so that a prefix
     /// sorts first and what follows does not bleed into the comparison.
     pub fn text(mut self, s: &str) -> Key {
-        for &b in s.as_bytes() {
-            self.0.push(b);
-            if b == 0 {
-                self.0.push(0xFF);
+        let bytes = s.as_bytes();
+        if bytes.contains(&0) {
+            for &b in bytes {
+                self.0.push(b);
+                if b == 0 {
+                    self.0.push(0xFF);
+                }
             }
+        } else {
+            self.0.extend_from_slice(bytes);
         }
         self.0.extend_from_slice(&[0, 0]);
         self
@@ -121,8 +132,19 @@ impl SortedFile {
 
     /// Add a line (without its newline).
     pub fn push(&mut self, key: &Key, line: &[u8]) -> io::Result<()> {
-        let (Ok(key_len), Ok(line_len)) = (u32::try_from(key.0.len()), u32::try_from(line.len()))
+        self.push_with(key, |bytes| bytes.extend_from_slice(line))
+    }
+
+    /// Add a line (without its newline) that `write` appends to the buffer it is given:
+    /// the line is made where it is held, not copied there.
+    pub fn push_with(&mut self, key: &Key, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(&key.0);
+        write(&mut self.bytes);
+        let line_len = self.bytes.len() - start - key.0.len();
+        let (Ok(key_len), Ok(line_len)) = (u32::try_from(key.0.len()), u32::try_from(line_len))
         else {
+            self.bytes.truncate(start);
             return Err(io::Error::other("a line of 4 GiB or more"));
         };
         let mut prefix = [0u8; 16];
@@ -130,23 +152,15 @@ impl SortedFile {
         prefix[..n].copy_from_slice(&key.0[..n]);
         self.held.push(Held {
             prefix: u128::from_be_bytes(prefix),
-            start: self.bytes.len(),
+            start,
             key_len,
             line_len,
         });
-        self.bytes.extend_from_slice(&key.0);
-        self.bytes.extend_from_slice(line);
         self.lines += 1;
         if self.bytes.len() + self.held.len() * std::mem::size_of::<Held>() >= self.budget {
             self.spill()?;
         }
         Ok(())
-    }
-
-    /// Add a value as one line of JSON.
-    pub fn push_json(&mut self, key: &Key, value: &impl serde::Serialize) -> io::Result<()> {
-        let line = serde_json::to_vec(value)?;
-        self.push(key, &line)
     }
 
     /// The held lines in order (stable: equal keys in the order pushed).
