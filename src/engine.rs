@@ -1413,7 +1413,6 @@ impl<'m> Engine<'m> {
         let Some(customer) = self.customers.get(who) else {
             return;
         };
-        let customer_id = customer.id.clone();
         let zone = self.zone_of(customer);
         let plan = &self.moments[moment];
         let histories = Histories {
@@ -1454,16 +1453,21 @@ impl<'m> Engine<'m> {
         if fuel.exhausted() {
             self.out_of_fuel += 1;
         }
-        let due_at = schedule::due_at(at, plan.delay_seconds).unwrap_or(at);
-        let send_at = match plan.quiet {
-            Some((start, end)) => schedule::after_quiet_hours(due_at, start, end, zone),
-            None => due_at,
+        // When it would be due and sent: worked out only for an entry (or a trace).
+        let timing = || {
+            let due_at = schedule::due_at(at, plan.delay_seconds).unwrap_or(at);
+            let send_at = match plan.quiet {
+                Some((start, end)) => schedule::after_quiet_hours(due_at, start, end, zone),
+                None => due_at,
+            };
+            (due_at, send_at)
         };
         if let Some(tracer) = self
             .tracer
             .as_ref()
-            .filter(|t| t.wants(&plan.id, &customer_id))
+            .filter(|t| t.wants(&plan.id, &customer.id))
         {
+            let (due_at, send_at) = timing();
             let conditions = tracer.conditions[moment]
                 .iter()
                 .map(|c| ConditionTrace {
@@ -1508,6 +1512,8 @@ impl<'m> Engine<'m> {
             return;
         }
         let _ = from;
+        let (due_at, send_at) = timing();
+        let customer_id = customer.id.clone();
         let key = self.next_pending;
         self.next_pending += 1;
         self.pending.push(Reverse((
@@ -2341,7 +2347,19 @@ fn shown(value: &Value) -> String {
 
 /// `18 Nov 10:23` in the customer's zone.
 pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
-    at.with_timezone(&zone).format("%-d %b %H:%M").to_string()
+    use chrono::{Datelike, Timelike};
+    // chrono's `%-d %b %H:%M`, without parsing the pattern each time.
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let local = at.with_timezone(&zone);
+    format!(
+        "{} {} {:02}:{:02}",
+        local.day(),
+        MONTHS[local.month0() as usize % 12],
+        local.hour(),
+        local.minute()
+    )
 }
 
 /// `1h`, `7d`, `90m`: a duration as the language writes it.

@@ -288,31 +288,42 @@ pub fn is_active(at: DateTime<Utc>, from: NaiveDate, until: Option<NaiveDate>, z
 
 /// FNV-1a, 64 bits, over `bytes` (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    fnv1a64_parts(&[bytes])
+}
+
+/// [`fnv1a64`] over `parts` one after another, as if they were one slice.
+fn fnv1a64_parts(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|part| part.iter())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// FNV-1a, 128 bits, over `bytes` (offset basis `0x6c62272e07bb014262b821756295c58d`,
 /// prime `0x0000000001000000000000000000013b`).
 pub fn fnv1a128(bytes: &[u8]) -> u128 {
-    bytes
-        .iter()
-        .fold(0x6c62_272e_07bb_0142_62b8_2175_6295_c58d, |hash, byte| {
+    fnv1a128_parts(&[bytes])
+}
+
+/// [`fnv1a128`] over `parts` one after another, as if they were one slice.
+fn fnv1a128_parts(parts: &[&[u8]]) -> u128 {
+    parts.iter().flat_map(|part| part.iter()).fold(
+        0x6c62_272e_07bb_0142_62b8_2175_6295_c58d,
+        |hash, byte| {
             (hash ^ u128::from(*byte)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
-        })
+        },
+    )
 }
 
 /// A stable number in `0..10000` for a moment and a customer: FNV-1a 64 ([`fnv1a64`]) over
 /// the UTF-8 bytes of `moment_id`, a zero byte, and `customer_id`, modulo 10000. Fixed for
 /// ever: changing it would move customers between control and treatment.
 pub fn holdout_bucket(moment_id: &str, customer_id: &str) -> u32 {
-    let mut bytes = Vec::with_capacity(moment_id.len() + customer_id.len() + 1);
-    bytes.extend_from_slice(moment_id.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(customer_id.as_bytes());
+    let hash = fnv1a64_parts(&[moment_id.as_bytes(), &[0], customer_id.as_bytes()]);
     // The remainder is below 10000, so it fits.
-    u32::try_from(fnv1a64(&bytes) % 10_000).unwrap_or(0)
+    u32::try_from(hash % 10_000).unwrap_or(0)
 }
 
 /// Is the customer in the holdout of a moment with `holdout P%` (`percent` = P, 0 to 100)?
@@ -332,13 +343,14 @@ pub fn in_holdout(moment_id: &str, customer_id: &str, percent: f64) -> bool {
 /// byte, `customer_id`, a zero byte and `trigger_key`, as 32 lowercase hexadecimal digits.
 /// `trigger_key` is the trigger event's id, or [`instant_key`] of the trigger instant.
 pub fn send_id(moment_id: &str, customer_id: &str, trigger_key: &str) -> String {
-    let mut bytes = Vec::with_capacity(moment_id.len() + customer_id.len() + trigger_key.len() + 2);
-    bytes.extend_from_slice(moment_id.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(customer_id.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(trigger_key.as_bytes());
-    format!("{:032x}", fnv1a128(&bytes))
+    let hash = fnv1a128_parts(&[
+        moment_id.as_bytes(),
+        &[0],
+        customer_id.as_bytes(),
+        &[0],
+        trigger_key.as_bytes(),
+    ]);
+    format!("{hash:032x}")
 }
 
 /// An instant as a trigger key for [`send_id`]: RFC 3339 in UTC with a `Z`, whole seconds
