@@ -182,6 +182,16 @@ impl Send {
 fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Most texts need no escape: one pass without branches (which the compiler can do many
+    // bytes at a time) says so, and they are copied whole.
+    let needs_escape = bytes
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
