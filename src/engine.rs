@@ -116,7 +116,8 @@ struct MomentPlan {
     fields: Vec<String>,
     template_names: Vec<String>,
     /// The `let` names, for templates.
-    let_names: Vec<String>,
+    /// Shared with each message's template context.
+    let_names: Arc<[String]>,
     /// The traits (`None`: all) and trigger event properties (`None`: all) the templates
     /// read: only those are handed to them.
     template_traits: Option<Vec<usize>>,
@@ -881,7 +882,7 @@ impl<'m> Engine<'m> {
                 channel: m.message.channel,
                 fields,
                 template_names,
-                let_names,
+                let_names: let_names.into(),
                 template_traits,
                 template_event,
                 template_variables: read,
@@ -1896,10 +1897,9 @@ impl<'m> Engine<'m> {
     ) -> BTreeMap<String, String> {
         let plan = &self.moments[moment];
         // Keys are `minijinja::Value`s: names up to 22 bytes are kept inline, so building
-        // the context allocates little beyond the maps themselves.
+        // the maps allocates little beyond the maps themselves.
         type Map = BTreeMap<minijinja::Value, minijinja::Value>;
         let key = |name: &str| minijinja::Value::from(name);
-        let mut context = Map::new();
         let trait_value = |i: usize| {
             let value = customer.traits.get(i).filter(|v| !v.is_null())?;
             Some((key(&self.traits.names[i]), to_template(value)))
@@ -1908,8 +1908,7 @@ impl<'m> Engine<'m> {
             Some(read) => read.iter().filter_map(|&i| trait_value(i)).collect(),
             None => (0..customer.traits.len()).filter_map(trait_value).collect(),
         };
-        context.insert(key("customer"), minijinja::Value::from(traits));
-        if let Some(event) = &p.trigger_event {
+        let event = p.trigger_event.as_ref().map(|event| {
             let props: Map = match &plan.template_event {
                 Some(read) => read
                     .iter()
@@ -1921,17 +1920,17 @@ impl<'m> Engine<'m> {
                     .map(|(k, v)| (key(k), to_template(v)))
                     .collect(),
             };
-            context.insert(key("event"), minijinja::Value::from(props));
-        }
-        for (name, value) in plan.let_names.iter().zip(&p.lets) {
-            if !value.is_null() {
-                context.insert(key(name), to_template(value));
-            }
-        }
-        context.insert(key("moment"), plan.moment_record.clone());
+            minijinja::Value::from(props)
+        });
         let send: Map = [(key("id"), minijinja::Value::from(send_id))].into();
-        context.insert(key("send"), minijinja::Value::from(send));
-        let context = minijinja::Value::from(context);
+        let context = minijinja::Value::from_object(MessageContext {
+            customer: minijinja::Value::from(traits),
+            event,
+            let_names: plan.let_names.clone(),
+            lets: p.lets.iter().map(to_template).collect(),
+            moment: plan.moment_record.clone(),
+            send: minijinja::Value::from(send),
+        });
         plan.fields
             .iter()
             .zip(&plan.template_names)
@@ -2333,6 +2332,59 @@ fn to_template(value: &Value) -> minijinja::Value {
         // Shared, not copied.
         Value::Text(text) => minijinja::Value::from(text.clone()),
         other => minijinja::Value::from(other.to_string()),
+    }
+}
+
+/// What a message's templates read: `customer`, `event`, the `let`s, `moment` and `send`,
+/// found by name when a template reads them instead of put in a map for each message. A
+/// later name hides an earlier one, in that order; a `let` that is `none` hides nothing.
+#[derive(Debug)]
+struct MessageContext {
+    customer: minijinja::Value,
+    /// `None` for a trigger without an event.
+    event: Option<minijinja::Value>,
+    let_names: Arc<[String]>,
+    /// By place in `let_names`; undefined for `none`.
+    lets: Vec<minijinja::Value>,
+    moment: minijinja::Value,
+    send: minijinja::Value,
+}
+
+impl MessageContext {
+    fn get(&self, name: &str) -> Option<&minijinja::Value> {
+        match name {
+            "send" => return Some(&self.send),
+            "moment" => return Some(&self.moment),
+            _ => {}
+        }
+        let mut lets = self.let_names.iter().zip(&self.lets).rev();
+        if let Some((_, value)) = lets.find(|(n, v)| n.as_str() == name && !v.is_undefined()) {
+            return Some(value);
+        }
+        match name {
+            "event" => self.event.as_ref(),
+            "customer" => Some(&self.customer),
+            _ => None,
+        }
+    }
+}
+
+impl minijinja::value::Object for MessageContext {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.get(key.as_str()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let mut names: Vec<&str> = ["customer", "event", "moment", "send"]
+            .into_iter()
+            .chain(self.let_names.iter().map(String::as_str))
+            .filter(|name| self.get(name).is_some())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        minijinja::value::Enumerator::Values(
+            names.into_iter().map(minijinja::Value::from).collect(),
+        )
     }
 }
 
