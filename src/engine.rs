@@ -227,9 +227,8 @@ fn gate_of(condition: &CExpr) -> Option<Arc<str>> {
 #[derive(Debug, Clone)]
 struct Pending {
     moment: usize,
-    /// The customer's number in `Engine::customers`, and id.
+    /// The customer's number in `Engine::customers`.
     who: usize,
-    customer: Arc<str>,
     trigger_at: DateTime<Utc>,
     trigger_key: Arc<str>,
     trigger_event: Option<EventRecord>,
@@ -1117,7 +1116,7 @@ impl<'m> Engine<'m> {
                 // Nothing left but schedules up to `now`; their decisions due by `now`
                 // are made in the next rounds.
                 if cron_cursor.is_some_and(|c| c < now) {
-                    self.fire_schedules(cron_cursor, now, from);
+                    self.fire_schedules(cron_cursor, now);
                     cron_cursor = Some(now);
                     continue;
                 }
@@ -1130,7 +1129,7 @@ impl<'m> Engine<'m> {
             // records of that instant (records come first at an instant).
             let before = instant - chrono::Duration::nanoseconds(1);
             if cron_cursor.is_none_or(|c| c < before) {
-                self.fire_schedules(cron_cursor, before, from);
+                self.fire_schedules(cron_cursor, before);
                 cron_cursor = Some(before);
                 if self.pending.peek().is_some_and(|Reverse(p)| p.0 < instant) {
                     continue;
@@ -1139,7 +1138,7 @@ impl<'m> Engine<'m> {
             if next_record == Some(instant) {
                 while records.peek().is_some_and(|r| r.at == instant) {
                     if let Some(record) = records.next() {
-                        self.apply(record, from);
+                        self.apply(record);
                     }
                 }
                 continue;
@@ -1148,7 +1147,7 @@ impl<'m> Engine<'m> {
                 while self.timers.peek().is_some_and(|Reverse(t)| t.0 == instant) {
                     if let Some(Reverse((at, moment, customer, value))) = self.timers.pop() {
                         self.timer_keys.remove(&(at, moment, customer.clone()));
-                        self.fire_timer(at, moment, customer, value, from);
+                        self.fire_timer(at, moment, customer, value);
                     }
                 }
                 continue;
@@ -1163,24 +1162,23 @@ impl<'m> Engine<'m> {
         }
         // What is left is pending.
         let mut left: Vec<Pending> = self.pending_store.drain().map(|(_, p)| p).collect();
-        left.sort_by(|a, b| (a.send_at, &a.customer).cmp(&(b.send_at, &b.customer)));
+        let id = |p: &Pending| self.customers.get(p.who).map(|c| c.id.clone());
+        left.sort_by_cached_key(|p| (p.send_at, id(p)));
         for p in left {
             let moment = &self.moments[p.moment];
+            let Some(customer) = self.customers.get(p.who) else {
+                continue;
+            };
             if from.is_none_or(|f| p.trigger_at >= f) {
                 self.out.entry(Entry {
                     moment: moment.id.clone(),
-                    customer_id: p.customer.clone(),
+                    customer_id: customer.id.clone(),
                     trigger_at: p.trigger_at,
                     due_at: p.due_at,
                     fate: None,
                     reason: format!(
                         "pending: due {}",
-                        local_time(
-                            p.send_at,
-                            self.customers
-                                .get(p.who)
-                                .map_or(self.default_zone, |c| self.zone_of(c))
-                        )
+                        local_time(p.send_at, self.zone_of(customer))
                     ),
                     send_id: None,
                     trigger_key: p.trigger_key.clone(),
@@ -1192,7 +1190,7 @@ impl<'m> Engine<'m> {
     }
 
     /// A data record: traits change, or an event joins the history and fires triggers.
-    fn apply(&mut self, record: Record, from: Option<DateTime<Utc>>) {
+    fn apply(&mut self, record: Record) {
         match record.kind {
             RecordKind::Identify { traits } => {
                 let Some(customer_id) = record.customer.filter(|c| self.owns(c)) else {
@@ -1297,7 +1295,7 @@ impl<'m> Engine<'m> {
                         }
                         for &index in &route.moments {
                             let key = rec.id.clone();
-                            self.trigger(index, who, rec.at, key, Some(rec.clone()), from);
+                            self.trigger(index, who, rec.at, key, Some(rec.clone()));
                         }
                     }
                     None => {
@@ -1311,7 +1309,7 @@ impl<'m> Engine<'m> {
                         firings.sort();
                         for (_, index, who) in firings {
                             let key = rec.id.clone();
-                            self.trigger(index, who, rec.at, key, Some(rec.clone()), from);
+                            self.trigger(index, who, rec.at, key, Some(rec.clone()));
                         }
                     }
                 }
@@ -1409,7 +1407,6 @@ impl<'m> Engine<'m> {
         at: DateTime<Utc>,
         trigger_key: Arc<str>,
         trigger_event: Option<EventRecord>,
-        from: Option<DateTime<Utc>>,
     ) {
         let Some(customer) = self.customers.get(who) else {
             return;
@@ -1512,7 +1509,6 @@ impl<'m> Engine<'m> {
         if !passes {
             return;
         }
-        let _ = from;
         let (due_at, send_at) = timing();
         let customer_id = customer.id.clone();
         let key = self.next_pending;
@@ -1529,7 +1525,6 @@ impl<'m> Engine<'m> {
             Pending {
                 moment,
                 who,
-                customer: customer_id,
                 trigger_at: at,
                 trigger_key,
                 trigger_event,
@@ -1727,7 +1722,7 @@ impl<'m> Engine<'m> {
             }
         }
         // 6. control
-        if fate.is_none() && schedule::in_holdout(&plan.id, &p.customer, plan.holdout_percent) {
+        if fate.is_none() && schedule::in_holdout(&plan.id, &customer.id, plan.holdout_percent) {
             fate = Some(Fate::Control);
             if reported {
                 reason = format!("control: in the {}% holdout", plan.holdout_percent);
@@ -1748,12 +1743,12 @@ impl<'m> Engine<'m> {
         if reported {
             let mut entry_send_id = None;
             if matches!(fate, Fate::Sent | Fate::Control) {
-                let send_id = schedule::send_id(&plan.id, &p.customer, &p.trigger_key);
+                let send_id = schedule::send_id(&plan.id, &customer.id, &p.trigger_key);
                 let message = self.render(p.moment, customer, &p, &send_id);
                 self.out.send(Send {
                     send_id: send_id.clone(),
                     moment: plan.id.clone(),
-                    customer_id: p.customer.clone(),
+                    customer_id: customer.id.clone(),
                     channel: plan.channel.name().to_string(),
                     group: if fate == Fate::Sent {
                         Group::Treatment
@@ -1768,7 +1763,7 @@ impl<'m> Engine<'m> {
             }
             self.out.entry(Entry {
                 moment: plan.id.clone(),
-                customer_id: p.customer.clone(),
+                customer_id: customer.id.clone(),
                 trigger_at: p.trigger_at,
                 due_at: p.due_at,
                 fate: Some(fate),
@@ -1804,7 +1799,6 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Every field of the message, rendered with the customer as of the send.
     /// The message of `moment` rendered for `customer_id` (see [`Preview`]).
     fn preview(
         &self,
@@ -1828,7 +1822,6 @@ impl<'m> Engine<'m> {
         let pending = Pending {
             moment,
             who,
-            customer: customer_id.clone(),
             trigger_at: at,
             trigger_key,
             trigger_event,
@@ -1888,6 +1881,7 @@ impl<'m> Engine<'m> {
         })
     }
 
+    /// Every field of the message, rendered with the customer as of the send.
     fn render(
         &self,
         moment: usize,
@@ -2019,7 +2013,6 @@ impl<'m> Engine<'m> {
         moment: usize,
         customer_id: Arc<str>,
         value: String,
-        from: Option<DateTime<Utc>>,
     ) {
         let date_trait = match &self.moments[moment].source {
             TriggerSource::Anniversary { date_trait, .. }
@@ -2039,14 +2032,7 @@ impl<'m> Engine<'m> {
             })
             .is_some_and(|v| v.to_string() == value);
         if still {
-            self.trigger(
-                moment,
-                who,
-                at,
-                Arc::from(schedule::instant_key(at)),
-                None,
-                from,
-            );
+            self.trigger(moment, who, at, Arc::from(schedule::instant_key(at)), None);
             if matches!(
                 self.moments[moment].source,
                 TriggerSource::Anniversary { .. }
@@ -2058,12 +2044,7 @@ impl<'m> Engine<'m> {
     }
 
     /// `every "CRON"` instants in (after, until], in each customer's zone (or the one named).
-    fn fire_schedules(
-        &mut self,
-        after: Option<DateTime<Utc>>,
-        until: DateTime<Utc>,
-        from: Option<DateTime<Utc>>,
-    ) {
+    fn fire_schedules(&mut self, after: Option<DateTime<Utc>>, until: DateTime<Utc>) {
         let Some(after) = after else { return };
         if until <= after {
             return;
@@ -2126,7 +2107,6 @@ impl<'m> Engine<'m> {
                     instant,
                     Arc::from(schedule::instant_key(instant)),
                     None,
-                    from,
                 );
             }
         }

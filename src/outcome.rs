@@ -68,6 +68,15 @@ pub enum Group {
     Control,
 }
 
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Treatment => "treatment",
+            Group::Control => "control",
+        }
+    }
+}
+
 /// One trigger occurrence for one customer, and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -151,13 +160,7 @@ impl Send {
         out.extend_from_slice(b",\"channel\":");
         write_str(out, &self.channel);
         out.extend_from_slice(b",\"group\":");
-        write_str(
-            out,
-            match self.group {
-                Group::Treatment => "treatment",
-                Group::Control => "control",
-            },
-        );
+        write_str(out, self.group.as_str());
         out.extend_from_slice(b",\"trigger_at\":");
         write_instant(out, self.trigger_at);
         out.extend_from_slice(b",\"sent_at\":");

@@ -880,7 +880,7 @@ impl TickRecorder<'_> {
                     send.moment,
                     send.customer_id,
                     send.channel,
-                    group_str(send.group),
+                    send.group.as_str(),
                     instant(send.trigger_at),
                     instant(send.sent_at),
                     message,
@@ -998,13 +998,6 @@ fn instant(t: DateTime<Utc>) -> String {
         second,
         nanosecond
     )
-}
-
-fn group_str(group: Group) -> &'static str {
-    match group {
-        Group::Treatment => "treatment",
-        Group::Control => "control",
-    }
 }
 
 #[cfg(test)]
