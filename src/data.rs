@@ -102,7 +102,7 @@ use crate::ast::{self, ExprKind, Literal, UnaryOp};
 use crate::fx::{FxMap, FxSet};
 use crate::model;
 use crate::types::{Ty, TypeKind};
-use crate::value::{Origin, Properties, Record, RecordKind, Reject, Value};
+use crate::value::{interned, Id, Origin, Properties, Record, RecordKind, Reject, Value};
 
 /// Where a file whose earliest timestamp is unknown sorts among the files to open: first.
 const UNKNOWN_START: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
@@ -156,7 +156,7 @@ impl Format {
 struct FileEntry {
     path: PathBuf,
     /// Relative to the data directory, with `/` between components.
-    rel: Arc<str>,
+    rel: &'static str,
     format: Format,
 }
 
@@ -183,14 +183,14 @@ impl DataSet {
             if let Some(format) = Format::of(&name) {
                 files.push(FileEntry {
                     path: dir.to_path_buf(),
-                    rel: Arc::from(name.as_str()),
+                    rel: interned(&name),
                     format,
                 });
             }
         } else {
             let mut visited = HashSet::new();
             walk(dir, "", &mut files, &mut visited, 0)?;
-            files.sort_by(|a, b| a.rel.cmp(&b.rel));
+            files.sort_by(|a, b| a.rel.cmp(b.rel));
         }
         Ok(DataSet {
             root: dir.to_path_buf(),
@@ -266,7 +266,7 @@ fn walk(
         } else if let Some(format) = Format::of(&name) {
             out.push(FileEntry {
                 path,
-                rel: Arc::from(rel.as_str()),
+                rel: interned(&rel),
                 format,
             });
         }
@@ -286,7 +286,7 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> io::Result<()> {
     let mut out = BufWriter::new(File::create(path)?);
     for r in rejects {
         let line = Line {
-            file: &r.origin.file,
+            file: r.origin.file,
             line: r.origin.line,
             reason: &r.reason,
             raw: &r.raw,
@@ -362,14 +362,15 @@ impl CTy {
 
 #[derive(Debug)]
 struct FieldSpec {
-    name: Arc<str>,
+    /// [`interned`]: a trait's name is carried by every identify record that sets it.
+    name: &'static str,
     ty: CTy,
     default: Option<Value>,
 }
 
 #[derive(Debug)]
 struct EventSpec {
-    name: Arc<str>,
+    name: &'static str,
     source: Arc<str>,
     catalog: bool,
     /// Sorted by name.
@@ -396,7 +397,7 @@ impl Compiled {
             let ty = CTy::new(&f.ty);
             let default = f.default.as_ref().and_then(|e| literal_value(e, &ty));
             FieldSpec {
-                name: Arc::from(f.name.as_str()),
+                name: interned(&f.name),
                 ty,
                 default,
             }
@@ -405,19 +406,18 @@ impl Compiled {
         let mut by_source = FxMap::default();
         for event in schema.events.values() {
             let mut fields: Vec<FieldSpec> = event.fields.values().map(field).collect();
-            fields.sort_by(|a, b| a.name.cmp(&b.name));
+            fields.sort_by(|a, b| a.name.cmp(b.name));
             by_source
                 .entry(Box::from(event.source.as_str()))
                 .or_insert(events.len());
-            let names: Vec<&str> = fields.iter().map(|f| &*f.name).collect();
+            let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
             let names = Properties::names_for(&names);
             // INVARIANT: the fields are sorted by name and unique, as `names_for` sorts.
             debug_assert!(
-                names.len() == fields.len()
-                    && names.iter().zip(&fields).all(|(n, f)| *n == &*f.name)
+                names.len() == fields.len() && names.iter().zip(&fields).all(|(n, f)| *n == f.name)
             );
             events.push(EventSpec {
-                name: Arc::from(event.name.as_str()),
+                name: interned(&event.name),
                 source: Arc::from(event.source.as_str()),
                 catalog: event.catalog,
                 names,
@@ -425,7 +425,7 @@ impl Compiled {
             });
         }
         let mut traits: Vec<FieldSpec> = schema.traits.values().map(field).collect();
-        traits.sort_by(|a, b| a.name.cmp(&b.name));
+        traits.sort_by(|a, b| a.name.cmp(b.name));
         Compiled {
             events,
             by_source,
@@ -537,12 +537,9 @@ impl Ctx {
         }
     }
 
-    fn reject(&mut self, file: &Arc<str>, line: u64, reason: String, raw: String) {
+    fn reject(&mut self, file: &'static str, line: u64, reason: String, raw: String) {
         self.rejects.push(Reject {
-            origin: Origin {
-                file: file.clone(),
-                line,
-            },
+            origin: Origin { file, line },
             reason,
             raw,
         });
@@ -751,7 +748,7 @@ enum Reader {
 }
 
 struct Worker {
-    rel: Arc<str>,
+    rel: &'static str,
     batches: std::sync::mpsc::Receiver<Batch>,
     current: std::vec::IntoIter<Record>,
     done: bool,
@@ -801,7 +798,7 @@ impl Reader {
                 }
             })?;
         Ok(Reader::Thread(Worker {
-            rel: entry.rel.clone(),
+            rel: entry.rel,
             batches,
             current: Vec::new().into_iter(),
             done: false,
@@ -836,7 +833,7 @@ impl Reader {
                         // The thread ended without its last batch: it failed.
                         w.done = true;
                         ctx.reject(
-                            &w.rel,
+                            w.rel,
                             0,
                             "reading the file stopped unexpectedly; the rest of the file is skipped"
                                 .to_string(),
@@ -963,7 +960,7 @@ fn open_reader(path: &Path, gz: bool) -> io::Result<Box<dyn BufRead + Send>> {
 
 impl Source {
     fn open(entry: &FileEntry, ctx: &mut Ctx) -> Source {
-        let rel = entry.rel.clone();
+        let rel = entry.rel;
         match entry.format {
             Format::Ndjson { gz } => match open_raw(&entry.path, gz) {
                 Ok(reader) => Source::Ndjson(NdjsonSource {
@@ -973,7 +970,7 @@ impl Source {
                 }),
                 Err(e) => {
                     ctx.reject(
-                        &rel,
+                        rel,
                         1,
                         format!("the file cannot be read: {e}"),
                         String::new(),
@@ -982,13 +979,13 @@ impl Source {
                 }
             },
             Format::Csv { gz } => match open_reader(&entry.path, gz) {
-                Ok(reader) => match CsvSource::new(rel.clone(), reader, ctx) {
+                Ok(reader) => match CsvSource::new(rel, reader, ctx) {
                     Some(s) => Source::Csv(Box::new(s)),
                     None => Source::Done,
                 },
                 Err(e) => {
                     ctx.reject(
-                        &rel,
+                        rel,
                         1,
                         format!("the file cannot be read: {e}"),
                         String::new(),
@@ -996,10 +993,10 @@ impl Source {
                     Source::Done
                 }
             },
-            Format::Parquet => match ParquetSource::new(rel.clone(), &entry.path, &ctx.schema) {
+            Format::Parquet => match ParquetSource::new(rel, &entry.path, &ctx.schema) {
                 Ok(s) => Source::Parquet(Box::new(s)),
                 Err(reason) => {
-                    ctx.reject(&rel, 1, reason, String::new());
+                    ctx.reject(rel, 1, reason, String::new());
                     Source::Done
                 }
             },
@@ -1031,7 +1028,7 @@ enum Outcome {
 // NDJSON
 
 struct NdjsonSource {
-    rel: Arc<str>,
+    rel: &'static str,
     lines: Lines,
     line: u64,
 }
@@ -1189,7 +1186,7 @@ impl NdjsonSource {
                 Ok(None) => return None,
                 Err(e) => {
                     ctx.reject(
-                        &self.rel,
+                        self.rel,
                         self.line + 1,
                         format!(
                             "the file cannot be read after line {}: {e}; the rest of the file is skipped",
@@ -1215,14 +1212,14 @@ impl NdjsonSource {
                     MAX_LINE / 1024 / 1024
                 ))
             } else {
-                ndjson_record(bytes, &self.rel, self.line, ctx)
+                ndjson_record(bytes, self.rel, self.line, ctx)
             };
             match outcome {
                 Outcome::Record(r) => return Some(r),
                 Outcome::Skip => {}
                 Outcome::Reject(reason) => {
                     let raw = String::from_utf8_lossy(bytes).into_owned();
-                    ctx.reject(&self.rel, self.line, reason, raw);
+                    ctx.reject(self.rel, self.line, reason, raw);
                 }
             }
         }
@@ -1240,7 +1237,7 @@ fn parse_line<'de, R: serde_json::de::Read<'de>>(
 }
 
 /// Turns one NDJSON line into a record.
-fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Outcome {
+fn ndjson_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> Outcome {
     let schema = ctx.schema.clone();
     let seed = TopSeed {
         schema: &schema,
@@ -1327,13 +1324,13 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
             ))
         }
     };
-    let id: Arc<str> = match id_text(top.message_id.as_ref()) {
-        Ok(Some(id)) => Arc::from(id.as_ref()),
-        Ok(None) => Arc::from(format!("{rel}:{number}")),
+    let id = match id_text(top.message_id.as_ref()) {
+        Ok(Some(id)) => Id::new(id),
+        Ok(None) => Id::from(format!("{rel}:{number}")),
         Err(found) => return Outcome::Reject(format!("`messageId` is {found}, expected text")),
     };
     let origin = Origin {
-        file: rel.clone(),
+        file: rel,
         line: number,
     };
     match event {
@@ -1342,7 +1339,7 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 None
             } else {
                 match user {
-                    Some(u) => Some(Arc::<str>::from(&*u)),
+                    Some(u) => Some(Id::new(u)),
                     None => return Outcome::Reject(format!("`{}` needs a `userId`", event.source)),
                 }
             };
@@ -1368,7 +1365,7 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 customer,
                 id,
                 kind: RecordKind::Event {
-                    event: event.name.clone(),
+                    event: event.name,
                     properties,
                 },
                 origin,
@@ -1383,7 +1380,7 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
                 Fields::Bad(reason) => return Outcome::Reject(reason),
                 Fields::Absent | Fields::Raw(_) => Vec::new(),
             };
-            let customer = Some(Arc::<str>::from(&*user));
+            let customer = Some(Id::new(user));
             Outcome::Record(Record {
                 at,
                 customer,
@@ -1398,13 +1395,16 @@ fn ndjson_record(line: &[u8], rel: &Arc<str>, number: u64, ctx: &mut Ctx) -> Out
 }
 
 /// Traits by schema index, in schema order, the last of each name kept.
-fn named_traits(mut traits: Vec<(usize, Value)>, specs: &[FieldSpec]) -> Vec<(Arc<str>, Value)> {
+fn named_traits(
+    mut traits: Vec<(usize, Value)>,
+    specs: &[FieldSpec],
+) -> Vec<(&'static str, Value)> {
     traits.reverse();
     traits.sort_by_key(|t| t.0);
     traits.dedup_by_key(|t| t.0);
     traits
         .into_iter()
-        .filter_map(|(i, v)| specs.get(i).map(|s| (s.name.clone(), v)))
+        .filter_map(|(i, v)| specs.get(i).map(|s| (s.name, v)))
         .collect()
 }
 
@@ -1694,7 +1694,7 @@ impl<'de> Visitor<'de> for FieldsSeed<'_> {
             }
             match value {
                 Ok(v) => values.push((i, v)),
-                Err(e) => bad = Some(e.reason(&field.name, self.prefix)),
+                Err(e) => bad = Some(e.reason(field.name, self.prefix)),
             }
         }
         Ok(match bad {
@@ -1912,7 +1912,7 @@ fn typed_field(value: &J, field: &FieldSpec, prefix: &str) -> Result<Value, Stri
     if matches!(value, J::Null) {
         return Ok(Value::Null);
     }
-    from_json(value, &field.ty).map_err(|e| e.reason(&field.name, prefix))
+    from_json(value, &field.ty).map_err(|e| e.reason(field.name, prefix))
 }
 
 /// Properties read before their event was known, typed now.
@@ -2291,7 +2291,7 @@ impl Shape {
                     e.fields
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, f)| col(&f.name).map(|c| (i, c)))
+                        .filter_map(|(i, f)| col(f.name).map(|c| (i, c)))
                         .collect()
                 })
                 .collect();
@@ -2307,7 +2307,7 @@ impl Shape {
                 .traits
                 .iter()
                 .enumerate()
-                .filter_map(|(i, t)| col(&t.name).map(|c| (c, i)))
+                .filter_map(|(i, t)| col(t.name).map(|c| (c, i)))
                 .collect();
             Ok(Shape::Customers {
                 id,
@@ -2347,17 +2347,14 @@ impl<'a> Cell<'a> for &'a str {
 fn table_record<'a, C: Cell<'a>>(
     cells: impl Fn(usize) -> Option<C>,
     shape: &Shape,
-    rel: &Arc<str>,
+    rel: &'static str,
     line: u64,
     ctx: &mut Ctx,
 ) -> Outcome {
     let schema = ctx.schema.clone();
     let cell = |i: usize| cells(i).filter(|c| !c.is_empty());
-    let origin = Origin {
-        file: rel.clone(),
-        line,
-    };
-    let derived = || Arc::from(format!("{rel}:{line}"));
+    let origin = Origin { file: rel, line };
+    let derived = || Id::from(format!("{rel}:{line}"));
     match shape {
         Shape::Customers {
             id,
@@ -2365,7 +2362,7 @@ fn table_record<'a, C: Cell<'a>>(
             traits,
         } => {
             let customer = match cell(*id).map(|c| c.text()) {
-                Some(Ok(c)) => Arc::<str>::from(&*c),
+                Some(Ok(c)) => Id::new(c),
                 Some(Err(e)) => return Outcome::Reject(format!("`customer_id` is {e}")),
                 None => return Outcome::Reject("`customer_id` is empty".to_string()),
             };
@@ -2386,10 +2383,10 @@ fn table_record<'a, C: Cell<'a>>(
                     None => Value::Null,
                     Some(c) => match c.typed(&spec.ty) {
                         Ok(v) => v,
-                        Err(e) => return Outcome::Reject(e.reason(&spec.name, "trait ")),
+                        Err(e) => return Outcome::Reject(e.reason(spec.name, "trait ")),
                     },
                 };
-                values.push((spec.name.clone(), v));
+                values.push((spec.name, v));
             }
             Outcome::Record(Record {
                 at,
@@ -2421,7 +2418,7 @@ fn table_record<'a, C: Cell<'a>>(
             let customer = match cell(*id).map(|c| c.text()) {
                 Some(Err(e)) => return Outcome::Reject(format!("`customer_id` is {e}")),
                 _ if spec.catalog => None,
-                Some(Ok(c)) => Some(Arc::<str>::from(&*c)),
+                Some(Ok(c)) => Some(Id::new(c)),
                 None => return Outcome::Reject(format!("`{}` needs a `customer_id`", spec.source)),
             };
             let at = match cell(*timestamp).map(|c| c.timestamp()) {
@@ -2430,7 +2427,7 @@ fn table_record<'a, C: Cell<'a>>(
                 None => return Outcome::Reject("`timestamp` is missing".to_string()),
             };
             let id = match message.and_then(cell).map(|c| c.text()) {
-                Some(Ok(m)) => Arc::from(m.as_ref()),
+                Some(Ok(m)) => Id::new(m),
                 Some(Err(e)) => return Outcome::Reject(format!("`message_id` is {e}")),
                 None => derived(),
             };
@@ -2442,7 +2439,7 @@ fn table_record<'a, C: Cell<'a>>(
                 if let Some(c) = cell(col) {
                     match c.typed(&field.ty) {
                         Ok(v) => properties.set_slot(i, v),
-                        Err(e) => return Outcome::Reject(e.reason(&field.name, "")),
+                        Err(e) => return Outcome::Reject(e.reason(field.name, "")),
                     }
                 }
             }
@@ -2454,7 +2451,7 @@ fn table_record<'a, C: Cell<'a>>(
                 customer,
                 id,
                 kind: RecordKind::Event {
-                    event: spec.name.clone(),
+                    event: spec.name,
                     properties,
                 },
                 origin,
@@ -2464,7 +2461,7 @@ fn table_record<'a, C: Cell<'a>>(
 }
 
 struct CsvSource {
-    rel: Arc<str>,
+    rel: &'static str,
     reader: csv::Reader<Box<dyn BufRead + Send>>,
     record: csv::ByteRecord,
     shape: Shape,
@@ -2517,13 +2514,13 @@ fn csv_raw(record: &csv::ByteRecord) -> String {
 }
 
 impl CsvSource {
-    fn new(rel: Arc<str>, reader: Box<dyn BufRead + Send>, ctx: &mut Ctx) -> Option<CsvSource> {
+    fn new(rel: &'static str, reader: Box<dyn BufRead + Send>, ctx: &mut Ctx) -> Option<CsvSource> {
         let mut reader = csv_reader(reader);
         let header = match csv_header(&mut reader) {
             Ok(Some(header)) => header,
             Ok(None) => return None,
             Err(reason) => {
-                ctx.reject(&rel, 1, reason, String::new());
+                ctx.reject(rel, 1, reason, String::new());
                 return None;
             }
         };
@@ -2536,7 +2533,7 @@ impl CsvSource {
                 width: header.len(),
             }),
             Err(reason) => {
-                ctx.reject(&rel, 1, reason, header.join(","));
+                ctx.reject(rel, 1, reason, header.join(","));
                 None
             }
         }
@@ -2552,7 +2549,7 @@ impl CsvSource {
                         .position()
                         .map_or_else(|| self.reader.position().line(), |p| p.line());
                     ctx.reject(
-                        &self.rel,
+                        self.rel,
                         line,
                         format!(
                             "the file cannot be read from here on: {e}; the rest of the file is skipped"
@@ -2578,7 +2575,7 @@ impl CsvSource {
                 match csv::StringRecord::from_byte_record(std::mem::take(&mut self.record)) {
                     Ok(text) => {
                         let outcome =
-                            table_record(|i| text.get(i), &self.shape, &self.rel, line, ctx);
+                            table_record(|i| text.get(i), &self.shape, self.rel, line, ctx);
                         self.record = text.into_byte_record();
                         outcome
                     }
@@ -2593,7 +2590,7 @@ impl CsvSource {
                 Outcome::Skip => {}
                 Outcome::Reject(reason) => {
                     let raw = csv_raw(&self.record);
-                    ctx.reject(&self.rel, line, reason, raw);
+                    ctx.reject(self.rel, line, reason, raw);
                 }
             }
         }
@@ -2604,7 +2601,7 @@ impl CsvSource {
 // Parquet
 
 struct ParquetSource {
-    rel: Arc<str>,
+    rel: &'static str,
     rows: RowIter<'static>,
     shape: Shape,
     row: u64,
@@ -2637,7 +2634,7 @@ fn parquet_open(path: &Path) -> Result<(SerializedFileReader<File>, Vec<String>)
 }
 
 impl ParquetSource {
-    fn new(rel: Arc<str>, path: &Path, schema: &Compiled) -> Result<ParquetSource, String> {
+    fn new(rel: &'static str, path: &Path, schema: &Compiled) -> Result<ParquetSource, String> {
         let (reader, names) = parquet_open(path)?;
         let shape = Shape::new(&names, schema)?;
         Ok(ParquetSource {
@@ -2666,7 +2663,7 @@ impl ParquetSource {
             self.row += 1;
             ctx.read += 1;
             let cells: Vec<PCell> = row.get_column_iter().map(|(_, f)| PCell(f)).collect();
-            let (shape, rel, line) = (&self.shape, &self.rel, self.row);
+            let (shape, rel, line) = (&self.shape, self.rel, self.row);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 table_record(|i| cells.get(i).map(|c| PCell(c.0)), shape, rel, line, ctx)
             }))
@@ -2679,7 +2676,7 @@ impl ParquetSource {
                 Outcome::Reject(reason) => {
                     let raw = catch_unwind(AssertUnwindSafe(|| row_json(&row).to_string()))
                         .unwrap_or_default();
-                    ctx.reject(&self.rel, self.row, reason, raw);
+                    ctx.reject(self.rel, self.row, reason, raw);
                 }
             }
         }
@@ -2687,7 +2684,7 @@ impl ParquetSource {
 
     fn stop(&self, ctx: &mut Ctx, error: &str) {
         ctx.reject(
-            &self.rel,
+            self.rel,
             self.row + 1,
             format!(
                 "the file cannot be read from row {}: {error}; the rest of the file is skipped",

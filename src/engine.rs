@@ -31,7 +31,7 @@ use crate::fx::{FxMap, FxSet};
 use crate::model::{Channel, Model, TriggerSource};
 use crate::outcome::{Entry, Fate, Group, Send};
 use crate::schedule;
-use crate::value::{Record, RecordKind, Value};
+use crate::value::{Id, Record, RecordKind, Value};
 
 /// Work allowed for one evaluation of a user-written expression.
 pub const FUEL_PER_EVALUATION: u64 = 1_000_000;
@@ -91,11 +91,11 @@ pub fn send_order(s: &Send) -> (DateTime<Utc>, &str) {
 /// Decisions waiting, earliest first: (send instant, priority — higher first, moment index,
 /// customer id, key into `pending_store`). The tuple order is the decision order; the
 /// moments are sorted by id (`Model::moments`), so their indexes are in the order of the ids.
-type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, usize, Arc<str>, u64)>>;
+type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, Reverse<u64>, usize, Id, u64)>>;
 /// Customers by id, in id order, with their numbers in `Engine::customers`.
-type CustomerIds = BTreeMap<Arc<str>, usize>;
+type CustomerIds = BTreeMap<Id, usize>;
 /// Date triggers waiting: (instant, moment index, customer id, the trait value scheduled for).
-type TimerQueue = BinaryHeap<Reverse<(DateTime<Utc>, usize, Arc<str>, String)>>;
+type TimerQueue = BinaryHeap<Reverse<(DateTime<Utc>, usize, Id, String)>>;
 
 /// One moment, compiled.
 struct MomentPlan {
@@ -230,7 +230,7 @@ struct Pending {
     /// The customer's number in `Engine::customers`.
     who: usize,
     trigger_at: DateTime<Utc>,
-    trigger_key: Arc<str>,
+    trigger_key: Id,
     trigger_event: Option<EventRecord>,
     due_at: DateTime<Utc>,
     send_at: DateTime<Utc>,
@@ -239,7 +239,7 @@ struct Pending {
 
 #[derive(Default)]
 struct Customer {
-    id: Arc<str>,
+    id: Id,
     traits: Vec<Value>,
     /// The customer's zone, kept in step with the zone trait.
     zone: Tz,
@@ -403,7 +403,7 @@ pub fn run_traced(
     let mut out = RunOutput::default();
     let mut engine = Engine::build(model, &mut out, true);
     engine.tracer = Some(Tracer::new(&engine, model, options));
-    let customer: Arc<str> = Arc::from(options.customer.as_str());
+    let customer: Id = Id::new(&options.customer);
     let mut trace = Trace::default();
     let out_of_fuel = engine.run_with(records, from, now, |engine| {
         if engine.find(&customer).is_none() {
@@ -542,7 +542,7 @@ pub fn run_partitioned(
         for record in records.take_while(|r| r.at <= now) {
             let everyone = match (&record.customer, &record.kind) {
                 (None, _) => true,
-                (Some(_), RecordKind::Event { event, .. }) => shop.contains(event),
+                (Some(_), RecordKind::Event { event, .. }) => shop.contains(*event),
                 (Some(_), RecordKind::Identify { .. }) => false,
             };
             let owner = record.customer.as_deref().map(|c| partition(c, parts));
@@ -583,7 +583,7 @@ pub fn run_partitioned(
 
 /// The traced customer's compiled conditions, with the parts worth showing.
 struct Tracer {
-    customer: Arc<str>,
+    customer: Id,
     moment: Option<String>,
     /// Per moment: the `where` conditions, split at their top-level `and`s.
     conditions: Vec<Vec<TracedCondition>>,
@@ -635,7 +635,7 @@ impl Tracer {
             })
             .collect();
         Tracer {
-            customer: Arc::from(options.customer.as_str()),
+            customer: Id::new(&options.customer),
             moment: options.moment.clone(),
             conditions,
             steps: Vec::new(),
@@ -706,7 +706,7 @@ struct Engine<'m> {
     /// by number after that.
     customers: Vec<Customer>,
     /// Each customer's number in `customers`, by id.
-    numbers: FxMap<Arc<str>, usize>,
+    numbers: FxMap<Id, usize>,
     /// Every customer's id, in order: who a catalog event or a schedule considers.
     customer_ids: CustomerIds,
     /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
@@ -722,7 +722,7 @@ struct Engine<'m> {
     next_pending: u64,
     timers: TimerQueue,
     /// The (instant, moment, customer) of every queued timer.
-    timer_keys: FxSet<(DateTime<Utc>, usize, Arc<str>)>,
+    timer_keys: FxSet<(DateTime<Utc>, usize, Id)>,
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
@@ -1199,7 +1199,7 @@ impl<'m> Engine<'m> {
                 let updates: Vec<(usize, Value)> = traits
                     .into_iter()
                     .filter_map(|(name, value)| {
-                        let i = self.traits.position(&name)?;
+                        let i = self.traits.position(name)?;
                         // A trait set to nothing falls back to its schema default.
                         let value = if value.is_null() {
                             self.traits.defaults[i].clone()
@@ -1238,7 +1238,7 @@ impl<'m> Engine<'m> {
                     customer: record.customer,
                     properties: Arc::new(properties),
                 };
-                let route = self.route(&event);
+                let route = self.route(event);
                 if let Some((place, keep)) = route.shop {
                     for &i in &route.shop_keyed {
                         if let Some((spec, index)) = self.keyed.get_mut(i) {
@@ -1275,7 +1275,7 @@ impl<'m> Engine<'m> {
                             if let Some(bit) = route.gate {
                                 if customer.gates & bit == 0 {
                                     customer.gates |= bit;
-                                    if let Some((_, customers)) = gated.get_mut(&event) {
+                                    if let Some((_, customers)) = gated.get_mut(event) {
                                         customers.insert(customer_id.clone(), who);
                                     }
                                 }
@@ -1301,7 +1301,7 @@ impl<'m> Engine<'m> {
                     None => {
                         // A catalog event: every customer known so far is considered, or
                         // only those a moment's gate lets through; by customer, then moment.
-                        let mut firings: Vec<(Arc<str>, usize, usize)> = Vec::new();
+                        let mut firings: Vec<(Id, usize, usize)> = Vec::new();
                         for &index in &route.moments {
                             let customers = self.considered(index);
                             firings.extend(customers.map(|(id, &who)| (id.clone(), index, who)));
@@ -1324,14 +1324,14 @@ impl<'m> Engine<'m> {
     }
 
     /// What to do with `event`, worked out once.
-    fn route(&mut self, event: &Arc<str>) -> Arc<Route> {
+    fn route(&mut self, event: &str) -> Arc<Route> {
         if let Some(route) = self.routes.get(event) {
             return route.clone();
         }
         let kept = |across: bool| {
             self.keep
                 .as_ref()
-                .map(|k| k.get(&(event.clone(), across)).copied())
+                .map(|k| k.get(&(Arc::from(event), across)).copied())
         };
         let slot = self.events.position(event);
         let place = |places: &[Option<usize>]| slot.and_then(|s| places.get(s).copied().flatten());
@@ -1343,22 +1343,22 @@ impl<'m> Engine<'m> {
             gate: self.gated.get(event).map(|(bit, _)| *bit),
             tally: place(&self.layout.tally),
             shop_keyed: (0..self.keyed.len())
-                .filter(|&i| self.keyed[i].0 .0 == *event)
+                .filter(|&i| *self.keyed[i].0 .0 == *event)
                 .collect(),
             own_keyed: (0..self.own_keyed.len())
-                .filter(|&i| self.own_keyed[i].0 .0 == *event)
+                .filter(|&i| *self.own_keyed[i].0 .0 == *event)
                 .collect(),
             moments: (0..self.moments.len())
                 .filter(|&i| self.moments[i].fires_on(event))
                 .collect(),
         });
-        self.routes.insert(event.clone(), route.clone());
+        self.routes.insert(Arc::from(event), route.clone());
         route
     }
 
     /// The customers a catalog event considers for `moment`, in id order, with their
     /// numbers: those its gate lets through, or everyone.
-    fn considered(&self, moment: usize) -> impl Iterator<Item = (&Arc<str>, &usize)> {
+    fn considered(&self, moment: usize) -> impl Iterator<Item = (&Id, &usize)> {
         let gated = self.moments[moment]
             .gate
             .as_ref()
@@ -1378,12 +1378,10 @@ impl<'m> Engine<'m> {
 
     /// The number of the customer with this id. A customer seen for the first time is made
     /// known: the schema's defaults, the shop's zone.
-    fn know_customer(&mut self, id: &Arc<str>) -> usize {
+    fn know_customer(&mut self, id: &Id) -> usize {
         if let Some(&who) = self.numbers.get(id) {
             return who;
         }
-        // The id is cloned only for a new customer: a clone of an id the reading thread
-        // shares is an atomic write to a count that thread writes too.
         self.note_zone(self.default_zone_of_new);
         let defaults = &self.traits.defaults;
         let who = self.customers.len();
@@ -1405,7 +1403,7 @@ impl<'m> Engine<'m> {
         moment: usize,
         who: usize,
         at: DateTime<Utc>,
-        trigger_key: Arc<str>,
+        trigger_key: Id,
         trigger_event: Option<EventRecord>,
     ) {
         let Some(customer) = self.customers.get(who) else {
@@ -1803,7 +1801,7 @@ impl<'m> Engine<'m> {
     fn preview(
         &self,
         moment: usize,
-        customer_id: &Arc<str>,
+        customer_id: &Id,
         last: Option<&Occurrence>,
     ) -> Option<Preview> {
         let who = *self.numbers.get(customer_id)?;
@@ -1817,7 +1815,7 @@ impl<'m> Engine<'m> {
         let at = trigger_at.unwrap_or(DateTime::<Utc>::MIN_UTC);
         let trigger_key = trigger_event
             .as_ref()
-            .map_or_else(|| Arc::from(schedule::instant_key(at)), |e| e.id.clone());
+            .map_or_else(|| Id::from(schedule::instant_key(at)), |e| e.id.clone());
         let send_id = schedule::send_id(&plan.id, customer_id, &trigger_key);
         let pending = Pending {
             moment,
@@ -2007,13 +2005,7 @@ impl<'m> Engine<'m> {
     }
 
     /// A date trigger's instant: fire if the trait still holds the value it was scheduled for.
-    fn fire_timer(
-        &mut self,
-        at: DateTime<Utc>,
-        moment: usize,
-        customer_id: Arc<str>,
-        value: String,
-    ) {
+    fn fire_timer(&mut self, at: DateTime<Utc>, moment: usize, customer_id: Id, value: String) {
         let date_trait = match &self.moments[moment].source {
             TriggerSource::Anniversary { date_trait, .. }
             | TriggerSource::Offset { date_trait, .. } => date_trait.clone(),
@@ -2032,7 +2024,7 @@ impl<'m> Engine<'m> {
             })
             .is_some_and(|v| v.to_string() == value);
         if still {
-            self.trigger(moment, who, at, Arc::from(schedule::instant_key(at)), None);
+            self.trigger(moment, who, at, Id::from(schedule::instant_key(at)), None);
             if matches!(
                 self.moments[moment].source,
                 TriggerSource::Anniversary { .. }
@@ -2076,7 +2068,7 @@ impl<'m> Engine<'m> {
             self.next_fire[index] = Some(next(until).unwrap_or(DateTime::<Utc>::MAX_UTC));
             // Customers grouped by zone, sorted for determinism.
             // A zone's customers: (id, number).
-            type Customers = Vec<(Arc<str>, usize)>;
+            type Customers = Vec<(Id, usize)>;
             let mut by_zone: BTreeMap<String, (Tz, Customers)> = BTreeMap::new();
             let gate = self.moments[index].gate.as_ref();
             let gated = gate.and_then(|g| self.gated.get(g));
@@ -2092,7 +2084,7 @@ impl<'m> Engine<'m> {
                     .push((c.id.clone(), who));
             }
             // By instant, then customer id (ids are unique).
-            let mut firings: Vec<(DateTime<Utc>, Arc<str>, usize)> = Vec::new();
+            let mut firings: Vec<(DateTime<Utc>, Id, usize)> = Vec::new();
             for (_, (zone, mut ids)) in by_zone {
                 ids.sort();
                 for instant in schedule::cron_instants(&cron, zone, after, until) {
@@ -2105,7 +2097,7 @@ impl<'m> Engine<'m> {
                     index,
                     who,
                     instant,
-                    Arc::from(schedule::instant_key(instant)),
+                    Id::from(schedule::instant_key(instant)),
                     None,
                 );
             }

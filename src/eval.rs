@@ -17,7 +17,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::ast::{self, AggregateFn, BinaryOp, ExprKind, Literal, UnaryOp};
 use crate::model::Schema;
-use crate::value::{Properties, Value};
+use crate::value::{Id, Properties, Value};
 
 /// A compiled expression.
 #[derive(Debug, Clone)]
@@ -382,8 +382,8 @@ pub fn compile(expr: &ast::Expr, names: &Names) -> CExpr {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub at: DateTime<Utc>,
-    pub id: Arc<str>,
-    pub customer: Option<Arc<str>>,
+    pub id: Id,
+    pub customer: Option<Id>,
     pub properties: Arc<Properties>,
 }
 
@@ -467,7 +467,7 @@ pub struct Tally {
     /// `total` before the last event, and that event's id: the value "just before" it,
     /// for `crosses`.
     before_last: Accums,
-    last_id: Option<Arc<str>>,
+    last_id: Option<Id>,
 }
 
 /// A count of events and a sum per field.

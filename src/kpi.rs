@@ -34,7 +34,7 @@ use crate::eval::{
 use crate::model::{Model, TriggerSource};
 use crate::outcome::{Group, Send};
 use crate::schedule;
-use crate::value::{Record, RecordKind, Value};
+use crate::value::{Id, Record, RecordKind, Value};
 
 /// The normal quantile for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -228,7 +228,7 @@ pub fn measure(
         }
     }
 
-    let mut customer_traits: HashMap<Arc<str>, Vec<Value>> = HashMap::new();
+    let mut customer_traits: HashMap<Id, Vec<Value>> = HashMap::new();
     let mut latest: Option<DateTime<Utc>> = None;
     let no_history = NoHistory;
     for record in records {
@@ -242,7 +242,7 @@ pub fn measure(
                     .entry(customer)
                     .or_insert_with(|| traits.defaults.clone());
                 for (name, value) in updates {
-                    if let Some(i) = traits.position(&name) {
+                    if let Some(i) = traits.position(name) {
                         slot[i] = if value.is_null() {
                             traits.defaults[i].clone()
                         } else {
@@ -252,8 +252,8 @@ pub fn measure(
                 }
             }
             RecordKind::Event { event, properties } => {
-                let is_trigger = trigger_events.get(&*event);
-                let is_kpi = kpi_events.get(&event);
+                let is_trigger = trigger_events.get(event);
+                let is_kpi = kpi_events.get(event);
                 if is_trigger.is_none() && is_kpi.is_none() {
                     continue;
                 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::value::Id;
+
 /// The single fate of an entry, in the order they are decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -80,9 +82,9 @@ impl Group {
 /// One trigger occurrence for one customer, and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Shared with the engine's plan and customer: an entry does not copy them.
+    /// Shared with the engine's plan; the customer's id is held inline when short.
     pub moment: Arc<str>,
-    pub customer_id: Arc<str>,
+    pub customer_id: Id,
     #[serde(serialize_with = "rfc3339")]
     pub trigger_at: DateTime<Utc>,
     /// Trigger instant + the larger of `wait` and the `unless` window.
@@ -97,7 +99,7 @@ pub struct Entry {
     /// Tells apart entries of one moment and customer at the same instant: the trigger
     /// event's id, or the instant for timed triggers. Kept in the state, not in files.
     #[serde(default = "no_key", skip_serializing)]
-    pub trigger_key: Arc<str>,
+    pub trigger_key: Id,
 }
 
 /// A message decided at an instant: sent to the customer, or recorded for the control group.
@@ -106,7 +108,7 @@ pub struct Send {
     /// Stable: derived from moment, customer and trigger (event id or instant).
     pub send_id: String,
     pub moment: Arc<str>,
-    pub customer_id: Arc<str>,
+    pub customer_id: Id,
     /// `email`, `sms`, `push`, `in_app` or `webhook`.
     pub channel: String,
     pub group: Group,
@@ -258,8 +260,8 @@ fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
 }
 
 /// The trigger key of an entry read without one.
-fn no_key() -> Arc<str> {
-    Arc::from("")
+fn no_key() -> Id {
+    Id::default()
 }
 
 /// An instant as chrono writes it (RFC 3339, `Z`, fractions of a second only when there

@@ -878,7 +878,7 @@ impl TickRecorder<'_> {
                 insert.execute(params![
                     send.send_id,
                     send.moment,
-                    send.customer_id,
+                    send.customer_id.as_str(),
                     send.channel,
                     send.group.as_str(),
                     instant(send.trigger_at),
@@ -918,13 +918,13 @@ impl TickRecorder<'_> {
             .and_then(|mut upsert| {
                 upsert.execute(params![
                     entry.moment,
-                    entry.customer_id,
+                    entry.customer_id.as_str(),
                     instant(entry.trigger_at),
                     instant(entry.due_at),
                     entry.fate.map(Fate::as_str),
                     entry.reason,
                     entry.send_id,
-                    entry.trigger_key,
+                    entry.trigger_key.as_str(),
                 ])
             })
             .map_err(|e| self.sqlite(e))?;

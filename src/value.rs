@@ -3,13 +3,18 @@
 //! [`crate::data`] reads files into [`Record`]s typed by the schema; the engine evaluates
 //! expressions to [`Value`]s. Nothing here knows about files or campaigns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 /// A value of customer data or of an expression.
+/// The id of a customer or of a record. Ids up to 23 bytes are held inline, so a record's
+/// ids cost no allocation where they are read and nothing to free (or to count, across
+/// threads) where the engine lets them go; compared and hashed as their text.
+pub type Id = smol_str::SmolStr;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// Missing.
@@ -106,6 +111,22 @@ pub struct Properties {
     // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
     names: &'static [&'static str],
     values: Box<[Value]>,
+}
+
+/// Texts handed out by [`interned`].
+static INTERNED: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
+
+/// `text`, made once for the life of the process. For the few texts that every record
+/// carries (its kind of event, its file): a record holds a pointer, with no count that the
+/// thread reading it and the engine's letting go of it would both have to write.
+pub fn interned(text: &str) -> &'static str {
+    let mut texts = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = texts.get(text) {
+        return known;
+    }
+    let made: &'static str = Box::leak(text.into());
+    texts.insert(made);
+    made
 }
 
 /// Lists of names handed out by [`Properties::names_for`], by their content.
@@ -229,8 +250,8 @@ impl fmt::Debug for Properties {
 /// Where a record came from, for rejects and explanations.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Origin {
-    /// As listed, relative to the data directory.
-    pub file: Arc<str>,
+    /// As listed, relative to the data directory ([`interned`]).
+    pub file: &'static str,
     /// 1-based line (NDJSON, CSV) or row (Parquet, 1-based).
     pub line: u64,
 }
@@ -240,21 +261,23 @@ pub struct Origin {
 pub struct Record {
     pub at: DateTime<Utc>,
     /// `None` for a catalog event.
-    pub customer: Option<Arc<str>>,
+    pub customer: Option<Id>,
     /// `messageId`, or one derived from the file and line when the data has none.
-    pub id: Arc<str>,
+    pub id: Id,
     pub kind: RecordKind,
     pub origin: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordKind {
-    /// Sets traits from `at` on; only traits the schema declares, typed.
-    Identify { traits: Vec<(Arc<str>, Value)> },
+    /// Sets traits from `at` on; only traits the schema declares, typed, by their
+    /// [`interned`] names.
+    Identify { traits: Vec<(&'static str, Value)> },
     /// An event the schema declares, by its identifier (`order_completed`), with the
-    /// declared properties (missing optional ones absent, defaults filled in).
+    /// declared properties (missing optional ones absent, defaults filled in). The
+    /// identifier is [`interned`].
     Event {
-        event: Arc<str>,
+        event: &'static str,
         properties: Properties,
     },
 }

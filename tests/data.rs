@@ -348,9 +348,9 @@ fn ndjson_reads_typed_records_in_time_order() {
 
     // identify: declared traits only, typed; `null` is a trait that is now missing.
     let first = &records[0];
-    assert_eq!(first.id.as_ref(), "i1");
+    assert_eq!(first.id.as_str(), "i1");
     assert_eq!(first.customer.as_deref(), Some("c1"));
-    assert_eq!(first.origin.file.as_ref(), "events.ndjson");
+    assert_eq!(first.origin.file, "events.ndjson");
     assert_eq!(first.origin.line, 1);
     let t = traits(first);
     assert_eq!(t["email_opt_in"], Value::Bool(true));
@@ -369,7 +369,7 @@ fn ndjson_reads_typed_records_in_time_order() {
 
     // Equal timestamps: by customer, then id — not by line.
     assert_eq!(records[2].customer.as_deref(), Some("c1"));
-    assert_eq!(records[2].id.as_ref(), "m1");
+    assert_eq!(records[2].id.as_str(), "m1");
     assert_eq!(records[3].customer.as_deref(), Some("c2"));
 
     let added = properties(&records[2]);
@@ -420,7 +420,7 @@ fn csv_reads_the_same_records_as_ndjson() {
     let b: Vec<_> = csv.iter().map(meaning).collect();
     assert_eq!(a, b);
     // Table rows without a message id get one from the file and line.
-    assert_eq!(csv[0].id.as_ref(), "customers.csv:2");
+    assert_eq!(csv[0].id.as_str(), "customers.csv:2");
     assert_eq!(csv[0].origin.line, 2);
 }
 
@@ -435,7 +435,7 @@ fn parquet_reads_the_same_records_as_ndjson() {
     let a: Vec<_> = ndjson.iter().map(meaning).collect();
     let b: Vec<_> = parquet.iter().map(meaning).collect();
     assert_eq!(a, b);
-    assert_eq!(parquet[0].origin.file.as_ref(), "customers.parquet");
+    assert_eq!(parquet[0].origin.file, "customers.parquet");
     assert_eq!(parquet[0].origin.line, 1, "Parquet rows count from 1");
 }
 
@@ -534,7 +534,7 @@ fn a_mixed_directory_is_merged_in_time_order() {
     assert_eq!(traits(&records[0])["tier"], Value::text("gold"));
     assert_eq!(traits(&records[1])["tier"], Value::Null);
     // A catalog event without a message id gets one from its file and line.
-    assert_eq!(records[7].id.as_ref(), "events/2026-11-21.jsonl:2");
+    assert_eq!(records[7].id.as_str(), "events/2026-11-21.jsonl:2");
 }
 
 /// The same records in files named so that they are listed in other orders, one of them
@@ -594,7 +594,7 @@ fn file_order_does_not_change_the_sequence() {
 fn reasons(rejects: &[Reject], file: &str) -> Vec<(u64, String)> {
     rejects
         .iter()
-        .filter(|r| r.origin.file.as_ref() == file)
+        .filter(|r| r.origin.file == file)
         .map(|r| (r.origin.line, r.reason.clone()))
         .collect()
 }
@@ -644,7 +644,7 @@ fn bad_ndjson_records_are_rejected_with_file_and_line() {
     let raw = &stream
         .rejects()
         .iter()
-        .find(|r| r.origin.file.as_ref() == "events.ndjson" && r.origin.line == 3)
+        .find(|r| r.origin.file == "events.ndjson" && r.origin.line == 3)
         .expect("line 3")
         .raw;
     assert!(raw.contains(r#""messageId":"b2""#), "{raw}");
@@ -652,11 +652,11 @@ fn bad_ndjson_records_are_rejected_with_file_and_line() {
     // The good records around them come through.
     let good: Vec<&str> = records
         .iter()
-        .filter(|r| r.origin.file.as_ref() == "events.ndjson")
-        .map(|r| r.id.as_ref())
+        .filter(|r| r.origin.file == "events.ndjson")
+        .map(|r| r.id.as_str())
         .collect();
     assert_eq!(good, ["g1", "g2"]);
-    let g2 = records.iter().find(|r| r.id.as_ref() == "g2").expect("g2");
+    let g2 = records.iter().find(|r| r.id.as_str() == "g2").expect("g2");
     assert_eq!(
         properties(g2)["quantity"],
         Value::Int(3),
@@ -692,14 +692,14 @@ fn bad_csv_rows_are_rejected_with_file_and_line() {
     let raw = &stream
         .rejects()
         .iter()
-        .find(|r| r.origin.file.as_ref() == "events.csv" && r.origin.line == 4)
+        .find(|r| r.origin.file == "events.csv" && r.origin.line == 4)
         .expect("line 4")
         .raw;
     assert_eq!(raw, "c1,Product Added,2026-11-20T10:02:00Z,cb2,p1,cheap,1");
     let good: Vec<&str> = records
         .iter()
-        .filter(|r| r.origin.file.as_ref() == "events.csv")
-        .map(|r| r.id.as_ref())
+        .filter(|r| r.origin.file == "events.csv")
+        .map(|r| r.id.as_str())
         .collect();
     assert_eq!(good, ["cg1", "cg2"]);
 
@@ -717,7 +717,7 @@ fn bad_csv_rows_are_rejected_with_file_and_line() {
     );
     let customers: Vec<(&str, Value)> = records
         .iter()
-        .filter(|r| r.origin.file.as_ref() == "customers.csv")
+        .filter(|r| r.origin.file == "customers.csv")
         .map(|r| {
             (
                 r.customer.as_deref().unwrap_or(""),
@@ -773,13 +773,13 @@ fn unreadable_bytes_are_rejects_and_the_rest_goes_on() {
     dir.write("z.ndjson", format!("{}\n", good(59)).as_bytes());
 
     let (records, stream) = read_all(dir.path(), &schema);
-    let ids: Vec<&str> = records.iter().map(|r| r.id.as_ref()).collect();
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
     assert!(ids.contains(&"g1") && ids.contains(&"g2"), "{ids:?}");
     assert!(ids.contains(&"g50"), "{ids:?}");
     assert!(ids.contains(&"g59"), "{ids:?}");
     let from_b = records
         .iter()
-        .filter(|r| r.origin.file.as_ref() == "b.ndjson.gz")
+        .filter(|r| r.origin.file == "b.ndjson.gz")
         .count();
     assert!(from_b < 30, "b is cut short");
 
@@ -879,7 +879,7 @@ fn rejects_are_written_as_ndjson() {
     assert_eq!(lines.len(), stream.rejects().len());
     let first = &lines[0];
     let reject = &stream.rejects()[0];
-    assert_eq!(first["file"], reject.origin.file.as_ref());
+    assert_eq!(first["file"], reject.origin.file);
     assert_eq!(first["line"], reject.origin.line);
     assert_eq!(first["reason"], reject.reason.as_str());
     assert_eq!(first["raw"], reject.raw.as_str());
@@ -931,7 +931,7 @@ fn identify_updates_traits_field_by_field() {
     assert_eq!(second["email"], Value::Null);
     assert!(!second.contains_key("first_name"));
     // Ids without `messageId` come from the file and line; a numeric user id is its text.
-    assert_eq!(records[0].id.as_ref(), "e.ndjson:1");
+    assert_eq!(records[0].id.as_str(), "e.ndjson:1");
     assert_eq!(records[2].customer.as_deref(), Some("42"));
     assert!(traits(&records[2]).is_empty());
 }
@@ -992,7 +992,7 @@ event order_cancelled "Order Cancelled" { order_id: text, total: number }
     // identify (`uci-identify-13085`) comes before their first order (`uci-489434`), so the
     // order already knows the customer's country.
     let identify = &records[0];
-    assert_eq!(identify.id.as_ref(), "uci-identify-13085");
+    assert_eq!(identify.id.as_str(), "uci-identify-13085");
     assert_eq!(traits(identify)["country"], Value::text("United Kingdom"));
-    assert_eq!(records[1].id.as_ref(), "uci-489434");
+    assert_eq!(records[1].id.as_str(), "uci-489434");
 }

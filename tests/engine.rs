@@ -10,7 +10,7 @@ use moments::diagnostic::{SourceFile, Sources};
 use moments::engine::run;
 use moments::model::Model;
 use moments::outcome::Fate;
-use moments::value::{Origin, Record, RecordKind, Value};
+use moments::value::{interned, Origin, Record, RecordKind, Value};
 
 const SCHEMA: &str = r#"
 customer {
@@ -52,16 +52,16 @@ fn t(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
 fn identify(id: &str, customer: &str, at: DateTime<Utc>, traits: &[(&str, Value)]) -> Record {
     Record {
         at,
-        customer: Some(Arc::from(customer)),
-        id: Arc::from(id),
+        customer: Some(customer.into()),
+        id: id.into(),
         kind: RecordKind::Identify {
             traits: traits
                 .iter()
-                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .map(|(k, v)| (interned(k), v.clone()))
                 .collect(),
         },
         origin: Origin {
-            file: Arc::from("test"),
+            file: "test",
             line: 0,
         },
     }
@@ -76,14 +76,14 @@ fn track(
 ) -> Record {
     Record {
         at,
-        customer: Some(Arc::from(customer)),
-        id: Arc::from(id),
+        customer: Some(customer.into()),
+        id: id.into(),
         kind: RecordKind::Event {
-            event: Arc::from(event),
+            event: interned(event),
             properties: props.iter().map(|(k, v)| (*k, v.clone())).collect(),
         },
         origin: Origin {
-            file: Arc::from("test"),
+            file: "test",
             line: 0,
         },
     }

@@ -68,8 +68,8 @@ fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
 fn event(id: &str, when: DateTime<Utc>, props: &[(&str, Value)]) -> EventRecord {
     EventRecord {
         at: when,
-        id: Arc::from(id),
-        customer: Some(Arc::from("c1")),
+        id: id.into(),
+        customer: Some("c1".into()),
         properties: Arc::new(props.iter().map(|(k, v)| (*k, v.clone())).collect()),
     }
 }

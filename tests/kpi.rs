@@ -11,7 +11,7 @@ use moments::kpi::{measure, wilson, GoalStatus, MomentKpi, Verdict};
 use moments::model::Model;
 use moments::outcome::{Group, Send};
 use moments::schedule::send_id;
-use moments::value::{Origin, Record, RecordKind, Value};
+use moments::value::{interned, Origin, Record, RecordKind, Value};
 
 const SCHEMA: &str = r#"
 customer {
@@ -76,14 +76,14 @@ fn event(
 ) -> Record {
     Record {
         at,
-        customer: Some(Arc::from(customer)),
-        id: Arc::from(id),
+        customer: Some(customer.into()),
+        id: id.into(),
         kind: RecordKind::Event {
-            event: Arc::from(name),
+            event: interned(name),
             properties: props.into_iter().collect(),
         },
         origin: Origin {
-            file: Arc::from("test"),
+            file: "test",
             line: 0,
         },
     }
