@@ -476,18 +476,21 @@ fn literal_value(expr: &ast::Expr, ty: &CTy) -> Option<Value> {
     })
 }
 
-/// Texts inside lists and records (product ids and names in an order's `products`) repeat
-/// from record to record: they are shared rather than allocated each time. Bounded: past
-/// `TEXT_CAP` entries the cache starts again. Top-level texts (order ids) are not cached.
+/// Texts inside lists and records (product names in an order's `products`) repeat from
+/// record to record: those too long to be held inline (see [`Id`]) are shared rather than
+/// allocated each time. Bounded: past `TEXT_CAP` entries the cache starts again. Top-level
+/// texts (order ids) are not cached.
 #[derive(Default)]
-struct TextCache(FxSet<Arc<str>>);
+struct TextCache(FxSet<Id>);
 
 const TEXT_CAP: usize = 1 << 16;
 const TEXT_MAX_LEN: usize = 64;
+/// The longest text an [`Id`] holds inline.
+const INLINE_LEN: usize = 23;
 
 impl TextCache {
     fn get(&mut self, s: &str) -> Value {
-        if s.len() > TEXT_MAX_LEN {
+        if s.len() <= INLINE_LEN || s.len() > TEXT_MAX_LEN {
             return Value::text(s);
         }
         if let Some(t) = self.0.get(s) {
@@ -496,9 +499,9 @@ impl TextCache {
         if self.0.len() >= TEXT_CAP {
             self.0.clear();
         }
-        let t: Arc<str> = Arc::from(s);
-        self.0.insert(t.clone());
-        Value::Text(t)
+        let text = Id::new(s);
+        self.0.insert(text.clone());
+        Value::Text(text)
     }
 }
 
@@ -1751,7 +1754,7 @@ impl TypedSeed<'_> {
         Ok(match self.ty.kind {
             Kind::Int | Kind::Any => Value::Int(n),
             Kind::Number => Value::Number(n as f64),
-            Kind::Text => Value::Text(Arc::from(n.to_string())),
+            Kind::Text => Value::Text(Id::from(n.to_string())),
             Kind::Duration => Value::Duration(n),
             _ => return self.bad(format!("the number {n}")),
         })
@@ -1800,7 +1803,7 @@ impl<'de> Visitor<'de> for TypedSeed<'_> {
         }
         Ok(match self.ty.kind {
             Kind::Number | Kind::Any => Ok(Value::Number(v as f64)),
-            Kind::Text => Ok(Value::Text(Arc::from(v.to_string()))),
+            Kind::Text => Ok(Value::Text(Id::from(v.to_string()))),
             _ => self.bad(format!("the number {v}")),
         })
     }
@@ -2030,8 +2033,8 @@ fn from_json(j: &J, ty: &CTy) -> Result<Value, ConvErr> {
         (Kind::Any, j) => any_json(j),
         (_, J::Null) => return Err(ConvErr::missing()),
         (Kind::Text, J::Str(s)) => Value::text(s),
-        (Kind::Text, J::Int(n)) => Value::Text(Arc::from(n.to_string())),
-        (Kind::Text, J::UInt(n)) => Value::Text(Arc::from(n.to_string())),
+        (Kind::Text, J::Int(n)) => Value::Text(Id::from(n.to_string())),
+        (Kind::Text, J::UInt(n)) => Value::Text(Id::from(n.to_string())),
         (Kind::Int, J::Int(n)) => Value::Int(*n),
         (Kind::Int, J::Float(x)) => match integral(*x) {
             Some(n) => Value::Int(n),
@@ -2777,7 +2780,7 @@ fn from_parquet(f: &Field, ty: &CTy) -> Result<Value, ConvErr> {
         (Kind::Text, Field::Str(s)) => Value::text(s),
         (_, Field::Str(s)) => from_text(s, ty)?,
         (Kind::Text, f) => match field_int(f) {
-            Some(n) => Value::Text(Arc::from(n.to_string())),
+            Some(n) => Value::Text(Id::from(n.to_string())),
             None => return Err(bad()),
         },
         (Kind::Int, f) => match field_int(f).and_then(|n| i64::try_from(n).ok()) {

@@ -2302,7 +2302,7 @@ fn to_template(value: &Value) -> minijinja::Value {
                 .collect::<BTreeMap<_, _>>(),
         ),
         // Shared, not copied.
-        Value::Text(text) => minijinja::Value::from(text.clone()),
+        Value::Text(text) => minijinja::Value::from(text.as_str()),
         other => minijinja::Value::from(other.to_string()),
     }
 }

@@ -22,8 +22,8 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Number(f64),
-    /// Also time zones, as their IANA name.
-    Text(Arc<str>),
+    /// Also time zones, as their IANA name. Inline up to 23 bytes, like an [`Id`].
+    Text(Id),
     Date(NaiveDate),
     DateTime(DateTime<Utc>),
     /// Seconds.
@@ -56,7 +56,7 @@ impl Value {
         }
     }
     pub fn text(s: &str) -> Value {
-        Value::Text(Arc::from(s))
+        Value::Text(Id::new(s))
     }
 }
 
