@@ -1236,7 +1236,7 @@ impl<'m> Engine<'m> {
                     at: record.at,
                     id: record.id,
                     customer: record.customer,
-                    properties: Arc::new(properties),
+                    properties,
                 };
                 let route = self.route(event);
                 if let Some((place, keep)) = route.shop {

@@ -384,7 +384,7 @@ pub struct EventRecord {
     pub at: DateTime<Utc>,
     pub id: Id,
     pub customer: Option<Id>,
-    pub properties: Arc<Properties>,
+    pub properties: Properties,
 }
 
 /// The events an aggregate looks at, oldest first.

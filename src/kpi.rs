@@ -261,7 +261,7 @@ pub fn measure(
                     at: record.at,
                     id: record.id.clone(),
                     customer: record.customer.clone(),
-                    properties: Arc::new(properties),
+                    properties,
                 };
                 // The trigger event of a send: its send id is derived from the event's id.
                 for &m in is_trigger.into_iter().flatten() {

@@ -105,12 +105,13 @@ impl fmt::Display for Value {
 /// The names are one list per kind of event, shared by all its events and never freed
 /// ([`Properties::names_for`]), so that a record costs one allocation for its values and
 /// nothing to count or free for its names; a property not given (and without a default)
-/// is `Null` and reads as absent.
+/// is `Null` and reads as absent. The values are shared: a clone (an event kept in a
+/// history, or waiting with its trigger) counts them, it does not copy them.
 #[derive(Clone, Default)]
 pub struct Properties {
     // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
     names: &'static [&'static str],
-    values: Box<[Value]>,
+    values: Arc<[Value]>,
 }
 
 /// Texts handed out by [`interned`].
@@ -157,13 +158,14 @@ impl Properties {
     pub fn absent(names: &'static [&'static str]) -> Properties {
         Properties {
             names,
-            values: vec![Value::Null; names.len()].into_boxed_slice(),
+            // One allocation: the iterator's length is known.
+            values: (0..names.len()).map(|_| Value::Null).collect(),
         }
     }
 
     /// Sets the property at `slot`, the position of its name in the list.
     pub fn set_slot(&mut self, slot: usize, value: Value) {
-        if let Some(v) = self.values.get_mut(slot) {
+        if let Some(v) = Arc::make_mut(&mut self.values).get_mut(slot) {
             *v = value;
         }
     }
@@ -199,7 +201,7 @@ impl Properties {
     /// Sets `name` to `value`, declaring it if it is not.
     pub fn insert(&mut self, name: &str, value: Value) {
         match self.position(name) {
-            Some(i) => self.values[i] = value,
+            Some(i) => self.set_slot(i, value),
             None => {
                 let mut all: Vec<(&str, Value)> =
                     self.iter().map(|(n, v)| (n, v.clone())).collect();
@@ -218,7 +220,7 @@ impl<K: AsRef<str>> FromIterator<(K, Value)> for Properties {
         let mut properties = Properties::absent(Properties::names_for(&names));
         for (name, value) in pairs {
             if let Some(i) = properties.position(name.as_ref()) {
-                properties.values[i] = value;
+                properties.set_slot(i, value);
             }
         }
         properties

@@ -70,7 +70,7 @@ fn event(id: &str, when: DateTime<Utc>, props: &[(&str, Value)]) -> EventRecord 
         at: when,
         id: id.into(),
         customer: Some("c1".into()),
-        properties: Arc::new(props.iter().map(|(k, v)| (*k, v.clone())).collect()),
+        properties: props.iter().map(|(k, v)| (*k, v.clone())).collect(),
     }
 }
 
@@ -330,7 +330,9 @@ fn in_reads_each_element_of_a_list_of_records() {
     };
     let mut products: Vec<Value> = products.to_vec();
     products.insert(0, Value::Record(Arc::new(no_id)));
-    Arc::make_mut(&mut with_products.properties).insert("products", Value::List(products.into()));
+    with_products
+        .properties
+        .insert("products", Value::List(products.into()));
     let mut history = Events::default();
     history.0.insert(
         ("order_completed".into(), false),
