@@ -97,6 +97,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::reader::RowIter;
 use parquet::record::{Field, Row};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use smol_str::{format_smolstr, ToSmolStr};
 
 use crate::ast::{self, ExprKind, Literal, UnaryOp};
 use crate::fx::{FxMap, FxSet};
@@ -1329,7 +1330,7 @@ fn ndjson_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> 
     };
     let id = match id_text(top.message_id.as_ref()) {
         Ok(Some(id)) => Id::new(id),
-        Ok(None) => Id::from(format!("{rel}:{number}")),
+        Ok(None) => format_smolstr!("{rel}:{number}"),
         Err(found) => return Outcome::Reject(format!("`messageId` is {found}, expected text")),
     };
     let origin = Origin {
@@ -1754,7 +1755,7 @@ impl TypedSeed<'_> {
         Ok(match self.ty.kind {
             Kind::Int | Kind::Any => Value::Int(n),
             Kind::Number => Value::Number(n as f64),
-            Kind::Text => Value::Text(Id::from(n.to_string())),
+            Kind::Text => Value::Text(n.to_smolstr()),
             Kind::Duration => Value::Duration(n),
             _ => return self.bad(format!("the number {n}")),
         })
@@ -1803,7 +1804,7 @@ impl<'de> Visitor<'de> for TypedSeed<'_> {
         }
         Ok(match self.ty.kind {
             Kind::Number | Kind::Any => Ok(Value::Number(v as f64)),
-            Kind::Text => Ok(Value::Text(Id::from(v.to_string()))),
+            Kind::Text => Ok(Value::Text(v.to_smolstr())),
             _ => self.bad(format!("the number {v}")),
         })
     }
@@ -2033,8 +2034,8 @@ fn from_json(j: &J, ty: &CTy) -> Result<Value, ConvErr> {
         (Kind::Any, j) => any_json(j),
         (_, J::Null) => return Err(ConvErr::missing()),
         (Kind::Text, J::Str(s)) => Value::text(s),
-        (Kind::Text, J::Int(n)) => Value::Text(Id::from(n.to_string())),
-        (Kind::Text, J::UInt(n)) => Value::Text(Id::from(n.to_string())),
+        (Kind::Text, J::Int(n)) => Value::Text(n.to_smolstr()),
+        (Kind::Text, J::UInt(n)) => Value::Text(n.to_smolstr()),
         (Kind::Int, J::Int(n)) => Value::Int(*n),
         (Kind::Int, J::Float(x)) => match integral(*x) {
             Some(n) => Value::Int(n),
@@ -2357,7 +2358,7 @@ fn table_record<'a, C: Cell<'a>>(
     let schema = ctx.schema.clone();
     let cell = |i: usize| cells(i).filter(|c| !c.is_empty());
     let origin = Origin { file: rel, line };
-    let derived = || Id::from(format!("{rel}:{line}"));
+    let derived = || format_smolstr!("{rel}:{line}");
     match shape {
         Shape::Customers {
             id,
@@ -2780,7 +2781,7 @@ fn from_parquet(f: &Field, ty: &CTy) -> Result<Value, ConvErr> {
         (Kind::Text, Field::Str(s)) => Value::text(s),
         (_, Field::Str(s)) => from_text(s, ty)?,
         (Kind::Text, f) => match field_int(f) {
-            Some(n) => Value::Text(Id::from(n.to_string())),
+            Some(n) => Value::Text(n.to_smolstr()),
             None => return Err(bad()),
         },
         (Kind::Int, f) => match field_int(f).and_then(|n| i64::try_from(n).ok()) {

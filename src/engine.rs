@@ -2301,7 +2301,7 @@ fn to_template(value: &Value) -> minijinja::Value {
                 .map(|(k, v)| (k.clone(), to_template(v)))
                 .collect::<BTreeMap<_, _>>(),
         ),
-        // Shared, not copied.
+        // Copied; minijinja too holds short texts inline.
         Value::Text(text) => minijinja::Value::from(text.as_str()),
         other => minijinja::Value::from(other.to_string()),
     }
