@@ -419,13 +419,19 @@ impl StateStore {
         self.with_known_sends(
             send_ids,
             |tx, send_id| {
-                tx.prepare_cached(
-                    "UPDATE sends SET delivered_at = COALESCE(delivered_at, ?2),
-                                      attempts = attempts + 1, next_attempt_at = NULL
-                     WHERE send_id = ?1",
-                )?
-                .execute(params![send_id, at])?;
-                log_attempt(tx, send_id, &at, "delivered", "")
+                // The update matches every known send, so it is the check too.
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE sends SET delivered_at = COALESCE(delivered_at, ?2),
+                                          attempts = attempts + 1, next_attempt_at = NULL
+                         WHERE send_id = ?1",
+                    )?
+                    .execute(params![send_id, at])?;
+                if changed == 0 {
+                    return Ok(false);
+                }
+                log_attempt(tx, send_id, &at, "delivered", "")?;
+                Ok(true)
             },
             marked,
         )
@@ -473,12 +479,16 @@ impl StateStore {
         self.with_known_sends(
             &[send_id],
             |tx, send_id| {
+                if !is_known(tx, send_id)? {
+                    return Ok(false);
+                }
                 tx.execute(
                     "UPDATE sends SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
                      WHERE send_id = ?1 AND delivered_at IS NULL",
                     params![send_id, error, next],
                 )?;
-                log_attempt(tx, send_id, &at, "failed", error)
+                log_attempt(tx, send_id, &at, "failed", error)?;
+                Ok(true)
             },
             |_| Ok(()),
         )
@@ -497,13 +507,17 @@ impl StateStore {
         self.with_known_sends(
             &[send_id],
             |tx, send_id| {
+                if !is_known(tx, send_id)? {
+                    return Ok(false);
+                }
                 tx.execute(
                     "UPDATE sends SET attempts = attempts + 1, last_error = ?2,
                                       next_attempt_at = NULL, gave_up_at = ?3
                      WHERE send_id = ?1 AND delivered_at IS NULL",
                     params![send_id, error, at],
                 )?;
-                log_attempt(tx, send_id, &at, "gave_up", error)
+                log_attempt(tx, send_id, &at, "gave_up", error)?;
+                Ok(true)
             },
             |_| Ok(()),
         )
@@ -642,12 +656,12 @@ impl StateStore {
         Ok(log)
     }
 
-    /// Runs `update` for each send in one immediate transaction, after checking that the
-    /// store has every one of them.
+    /// Runs `update` for each send in one immediate transaction. `update` says whether the
+    /// store has the send; for one it does not have, nothing is kept and the error names it.
     fn with_known_sends<S: AsRef<str>>(
         &mut self,
         send_ids: &[S],
-        mut update: impl FnMut(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<()>,
+        mut update: impl FnMut(&rusqlite::Transaction<'_>, &str) -> rusqlite::Result<bool>,
         before_commit: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
@@ -661,19 +675,13 @@ impl StateStore {
             .map_err(sqlite)?;
         for send_id in send_ids {
             let send_id = send_id.as_ref();
-            let known = tx
-                .prepare_cached("SELECT 1 FROM sends WHERE send_id = ?1")
-                .and_then(|mut select| select.query_row(params![send_id], |_| Ok(())))
-                .optional()
-                .map_err(sqlite)?
-                .is_some();
-            if !known {
+            // An error drops `tx`: the transaction is rolled back.
+            if !update(&tx, send_id).map_err(sqlite)? {
                 return Err(StateError::UnknownSend {
                     path: path.clone(),
                     send_id: send_id.to_owned(),
                 });
             }
-            update(&tx, send_id).map_err(sqlite)?;
         }
         before_commit(&tx).map_err(sqlite)?;
         tx.commit().map_err(sqlite)
@@ -800,6 +808,14 @@ fn write_outbox_mark(conn: &Connection, mark: &OutboxMark) -> rusqlite::Result<(
         format!("{} {}", mark.file, mark.len)
     ])
     .map(drop)
+}
+
+/// Whether the store has `send_id`.
+fn is_known(tx: &rusqlite::Transaction<'_>, send_id: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM sends WHERE send_id = ?1")?
+        .query_row(params![send_id], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 fn log_attempt(
