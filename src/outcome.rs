@@ -98,7 +98,8 @@ pub struct Entry {
     pub send_id: Option<String>,
     /// Tells apart entries of one moment and customer at the same instant: the trigger
     /// event's id, or the instant for timed triggers. Kept in the state, not in files.
-    #[serde(default = "no_key", skip_serializing)]
+    /// Empty for an entry read from a file.
+    #[serde(default, skip_serializing)]
     pub trigger_key: Id,
 }
 
@@ -257,11 +258,6 @@ fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
     out.push(b':');
     two(out, at.second());
     out.extend_from_slice(b"Z\"");
-}
-
-/// The trigger key of an entry read without one.
-fn no_key() -> Id {
-    Id::default()
 }
 
 /// An instant as chrono writes it (RFC 3339, `Z`, fractions of a second only when there

@@ -145,10 +145,7 @@ impl Properties {
         if let Some(&list) = lists.get(&sorted) {
             return list;
         }
-        let list: Vec<&'static str> = sorted
-            .iter()
-            .map(|n| &*Box::leak(n.clone().into_boxed_str()))
-            .collect();
+        let list: Vec<&'static str> = sorted.iter().map(|n| interned(n)).collect();
         let list: &'static [&'static str] = Box::leak(list.into_boxed_slice());
         lists.insert(sorted, list);
         list
