@@ -30,6 +30,7 @@ use crate::eval::{
 use crate::fx::{FxMap, FxSet};
 use crate::model::{Channel, Model, TriggerSource};
 use crate::outcome::{Entry, Fate, Group, Send};
+use crate::plain_template;
 use crate::schedule;
 use crate::value::{Id, Record, RecordKind, Value};
 
@@ -115,6 +116,8 @@ struct MomentPlan {
     /// The message's fields, and the name of each one's template in the environment.
     fields: Vec<String>,
     template_names: Vec<String>,
+    /// Each field's template as plain pieces, when it is plain (see `plain_template`).
+    plain: Vec<Option<Vec<Plain>>>,
     /// The `let` names, for templates.
     /// Shared with each message's template context.
     let_names: Arc<[String]>,
@@ -831,9 +834,19 @@ impl<'m> Engine<'m> {
             }
             let mut fields = Vec::new();
             let mut template_names = Vec::new();
+            let mut plain = Vec::new();
             let mut read: Vec<String> = Vec::new();
             for (field, source) in &m.message.fields {
                 let name = format!("{}/{}", m.id, field);
+                // A name with an extension could turn on minijinja's auto-escaping.
+                plain.push(
+                    plain_template::parse(source)
+                        .filter(|_| !name.contains('.'))
+                        .map(|pieces| {
+                            let bind = |piece| bind_plain(piece, &let_names, &traits, m);
+                            pieces.into_iter().map(bind).collect()
+                        }),
+                );
                 // INVARIANT: the checker compiled every template already.
                 let _ = templates.add_template_owned(name.clone(), source.clone());
                 if let Ok(template) = templates.get_template(&name) {
@@ -881,6 +894,7 @@ impl<'m> Engine<'m> {
                 channel: m.message.channel,
                 fields,
                 template_names,
+                plain,
                 let_names: let_names.into(),
                 template_traits,
                 template_event,
@@ -1879,7 +1893,9 @@ impl<'m> Engine<'m> {
         })
     }
 
-    /// Every field of the message, rendered with the customer as of the send.
+    /// Every field of the message, rendered with the customer as of the send: a plain
+    /// template straight from the values, the others (and any plain one that meets a value
+    /// it does not print) by minijinja.
     fn render(
         &self,
         moment: usize,
@@ -1888,6 +1904,43 @@ impl<'m> Engine<'m> {
         send_id: &str,
     ) -> BTreeMap<String, String> {
         let plan = &self.moments[moment];
+        let mut context = None;
+        let mut by_minijinja = |name: &str| {
+            let context =
+                context.get_or_insert_with(|| self.template_context(plan, customer, p, send_id));
+            self.templates
+                .get_template(name)
+                .and_then(|t| t.render(&*context))
+                .unwrap_or_default()
+        };
+        plan.fields
+            .iter()
+            .zip(&plan.template_names)
+            .zip(&plan.plain)
+            .map(|((field, name), plain)| {
+                let quick = plain
+                    .as_deref()
+                    .and_then(|pieces| render_plain(pieces, customer, p, send_id));
+                if cfg!(debug_assertions) {
+                    if let Some(quick) = &quick {
+                        debug_assert_eq!(*quick, by_minijinja(name), "template {name}");
+                    }
+                }
+                let text = quick.unwrap_or_else(|| by_minijinja(name));
+                (field.clone(), text)
+            })
+            .collect()
+    }
+
+    /// What a message's templates see: the customer as of the send, the trigger event, the
+    /// `let`s, the moment and the send.
+    fn template_context(
+        &self,
+        plan: &MomentPlan,
+        customer: &Customer,
+        p: &Pending,
+        send_id: &str,
+    ) -> minijinja::Value {
         // Keys are `minijinja::Value`s: names up to 22 bytes are kept inline, so building
         // the maps allocates little beyond the maps themselves.
         type Map = BTreeMap<minijinja::Value, minijinja::Value>;
@@ -1915,26 +1968,14 @@ impl<'m> Engine<'m> {
             minijinja::Value::from(props)
         });
         let send: Map = [(key("id"), minijinja::Value::from(send_id))].into();
-        let context = minijinja::Value::from_object(MessageContext {
+        minijinja::Value::from_object(MessageContext {
             customer: minijinja::Value::from(traits),
             event,
             let_names: plan.let_names.clone(),
             lets: p.lets.iter().map(to_template).collect(),
             moment: plan.moment_record.clone(),
             send: minijinja::Value::from(send),
-        });
-        plan.fields
-            .iter()
-            .zip(&plan.template_names)
-            .map(|(field, name)| {
-                let text = self
-                    .templates
-                    .get_template(name)
-                    .and_then(|t| t.render(&context))
-                    .unwrap_or_default();
-                (field.clone(), text)
-            })
-            .collect()
+        })
     }
 
     /// After an identify: (re)schedule anniversary and date-offset triggers.
@@ -2284,6 +2325,129 @@ impl KeyIndex {
             }
         }
     }
+}
+
+/// A piece of a plain message template, its lookup bound to where the engine keeps the
+/// value (see `plain_template`).
+enum Plain {
+    Text(String),
+    Lookup {
+        /// The `let`s of the lookup's name, last first: the first that is not `none` hides
+        /// `from`, as in `MessageContext::get`.
+        lets: Vec<usize>,
+        /// The lookup reads a field of its value (`name.field`).
+        field: bool,
+        from: PlainSource,
+        /// What an undefined value prints.
+        default: String,
+    },
+}
+
+/// Where a plain lookup's value is when no `let` hides it.
+enum PlainSource {
+    Trait(usize),
+    EventProperty(Arc<str>),
+    SendId,
+    /// `moment.id`, `moment.title`.
+    Text(String),
+    Undefined,
+    /// Only minijinja knows: a whole record, or a name that is not the engine's.
+    Template,
+}
+
+fn bind_plain(
+    piece: plain_template::Piece,
+    let_names: &[String],
+    traits: &TraitIndex,
+    moment: &crate::model::Moment,
+) -> Plain {
+    let lookup = match piece {
+        plain_template::Piece::Text(text) => return Plain::Text(text),
+        plain_template::Piece::Lookup(lookup) => lookup,
+    };
+    let root = lookup.root.as_str();
+    let field = lookup.field.as_deref();
+    // `send` and `moment` come before the `let`s; `event` and `customer` after them.
+    let hidden_by_lets = !matches!(root, "send" | "moment");
+    let lets = if hidden_by_lets {
+        (0..let_names.len())
+            .rev()
+            .filter(|&i| let_names[i] == root)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let from = match (root, field) {
+        ("send", Some("id")) => PlainSource::SendId,
+        ("moment", Some("id")) => PlainSource::Text(moment.id.clone()),
+        ("moment", Some("title")) => PlainSource::Text(moment.title.clone()),
+        ("send" | "moment", Some(_)) => PlainSource::Undefined,
+        ("customer", Some(name)) => traits
+            .position(name)
+            .map_or(PlainSource::Undefined, PlainSource::Trait),
+        ("event", Some(name)) => PlainSource::EventProperty(Arc::from(name)),
+        // A whole record; a `let` that is `none` (the name may be one of minijinja's
+        // own, `range`); a name the engine does not have.
+        _ => PlainSource::Template,
+    };
+    Plain::Lookup {
+        lets,
+        field: field.is_some(),
+        from,
+        default: lookup.default.unwrap_or_default(),
+    }
+}
+
+/// A plain template rendered from the engine's values; `None` when minijinja must render
+/// it after all.
+fn render_plain(
+    pieces: &[Plain],
+    customer: &Customer,
+    p: &Pending,
+    send_id: &str,
+) -> Option<String> {
+    let mut out = String::new();
+    for piece in pieces {
+        let (lets, field, from, default) = match piece {
+            Plain::Text(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Plain::Lookup {
+                lets,
+                field,
+                from,
+                default,
+            } => (lets, *field, from, default),
+        };
+        let by_let = lets
+            .iter()
+            .find_map(|&i| p.lets.get(i).filter(|v| !v.is_null()));
+        let value = match (by_let, from) {
+            // A field of a `let`'s value.
+            (Some(_), _) if field => return None,
+            (Some(value), _) => Some(value),
+            (None, PlainSource::Trait(i)) => customer.traits.get(*i).filter(|v| !v.is_null()),
+            (None, PlainSource::EventProperty(name)) => {
+                p.trigger_event.as_ref()?.properties.get(name)
+            }
+            (None, PlainSource::SendId) => {
+                out.push_str(send_id);
+                continue;
+            }
+            (None, PlainSource::Text(text)) => {
+                out.push_str(text);
+                continue;
+            }
+            (None, PlainSource::Undefined) => None,
+            (None, PlainSource::Template) => return None,
+        };
+        match value {
+            Some(value) => plain_template::write_value(&mut out, value).then_some(())?,
+            None => out.push_str(default),
+        }
+    }
+    Some(out)
 }
 
 fn to_template(value: &Value) -> minijinja::Value {

@@ -22,6 +22,7 @@ pub mod model;
 pub mod outcome;
 pub mod output;
 pub mod parse;
+pub mod plain_template;
 pub mod project;
 pub mod report;
 pub mod report_html;
