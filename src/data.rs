@@ -1093,7 +1093,7 @@ impl Lines {
                 .buf
                 .get(self.start + searched..self.end)
                 .unwrap_or_default();
-            if let Some(i) = find_byte(window, b'\n') {
+            if let Some(i) = memchr::memchr(b'\n', window) {
                 let newline = self.start + searched + i;
                 let from = self.start;
                 self.start = newline + 1;
@@ -1126,7 +1126,7 @@ impl Lines {
                             break;
                         }
                         let read = self.buf.get(keep..self.end).unwrap_or_default();
-                        if let Some(i) = find_byte(read, b'\n') {
+                        if let Some(i) = memchr::memchr(b'\n', read) {
                             self.start = keep + i + 1;
                             break;
                         }
@@ -1144,30 +1144,6 @@ impl Lines {
         }
         Ok(Some(Line { bytes, too_long }))
     }
-}
-
-/// The first `needle` in `hay`, eight bytes at a time.
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(needle);
-    let mut chunks = hay.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(offset + (found.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| offset + i)
 }
 
 fn trim_line(buf: &[u8]) -> &[u8] {
@@ -3094,7 +3070,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = self.bytes.get(self.at..)?;
-        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
         if rest.get(end) != Some(&b'"') {
             return None;
         }
@@ -3106,7 +3082,7 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         loop {
             let rest = self.bytes.get(self.at..)?;
-            let i = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+            let i = memchr::memchr2(b'"', b'\\', rest)?;
             self.at += i + 1;
             if rest.get(i) == Some(&b'\\') {
                 self.at += 1;
@@ -3220,4 +3196,48 @@ fn scan_parquet(path: &Path) -> Scan {
         }
     }
     tracker.scan()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Option<DateTime<Utc>> {
+        parse_timestamp(s)
+    }
+
+    #[test]
+    fn the_first_pass_finds_the_top_level_timestamp() {
+        let t = at("2026-11-01T00:00:07Z");
+        for line in [
+            r#"{"timestamp":"2026-11-01T00:00:07Z"}"#,
+            r#"{"type":"track","userId":"c1","timestamp":"2026-11-01T00:00:07Z","properties":{}}"#,
+            r#" { "properties" : {"timestamp":"2020-01-01T00:00:00Z","list":[1,{"a":"}"}]} , "timestamp" : "2026-11-01T00:00:07Z" }"#,
+            r#"{"note":"a \"quoted\" \\ text","n":-1.5e3,"ok":true,"x":null,"timestamp":"2026-11-01T00:00:07Z"}"#,
+        ] {
+            assert_eq!(line_timestamp(line.as_bytes()), t, "{line}");
+        }
+        for line in [
+            r#"{"properties":{"timestamp":"2026-11-01T00:00:07Z"}}"#,
+            r#"{"timestamp":"2026-11-01T00:00:07\u005a"}"#,
+            r#"{"timestamp":20261101}"#,
+            r#"{"type":"track","timestamp""#,
+            r#"not json"#,
+        ] {
+            assert_eq!(line_timestamp(line.as_bytes()), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn lines_are_split_across_reads() {
+        // Lines longer than the buffer's first fill, CRLF, and a last line without an end.
+        let long = "x".repeat(BUF_SIZE + 10);
+        let text = format!("a\r\n\n{long}\nlast");
+        let mut lines = Lines::new(Box::new(io::Cursor::new(text.into_bytes())));
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().unwrap() {
+            seen.push(String::from_utf8(line.bytes.to_vec()).unwrap());
+        }
+        assert_eq!(seen, ["a", "", long.as_str(), "last"]);
+    }
 }
