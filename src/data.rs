@@ -486,12 +486,10 @@ struct TextCache(FxSet<Id>);
 
 const TEXT_CAP: usize = 1 << 16;
 const TEXT_MAX_LEN: usize = 64;
-/// The longest text an [`Id`] holds inline.
-const INLINE_LEN: usize = 23;
 
 impl TextCache {
     fn get(&mut self, s: &str) -> Value {
-        if s.len() <= INLINE_LEN || s.len() > TEXT_MAX_LEN {
+        if s.len() <= Id::INLINE_CAP || s.len() > TEXT_MAX_LEN {
             return Value::text(s);
         }
         if let Some(t) = self.0.get(s) {

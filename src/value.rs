@@ -9,12 +9,12 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// A value of customer data or of an expression.
 /// The id of a customer or of a record. Ids up to 23 bytes are held inline, so a record's
 /// ids cost no allocation where they are read and nothing to free (or to count, across
 /// threads) where the engine lets them go; compared and hashed as their text.
 pub type Id = smol_str::SmolStr;
 
+/// A value of customer data or of an expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// Missing.
