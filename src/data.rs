@@ -26,7 +26,11 @@
 //! otherwise come too late. For NDJSON this pass builds no JSON values: it walks the line's
 //! structure up to the top-level `timestamp` key (usually near the start); a line with two
 //! such keys is rejected by the main pass, so both passes agree. The first pass costs about
-//! an eighth of the reading (a second decompression for `.gz`). Then:
+//! an eighth of the reading (a second decompression for `.gz`), so the commands that only
+//! read ([`DataSet::with_records`]: `backtest`, `report`, `explain`, `preview`) do without
+//! it for NDJSON: they read each file's first timestamp only, take the file to be sorted,
+//! and check that it is as the main pass reads it. A file that is not ends the stream, and
+//! everything is read again with the first pass; a sorted file is read once. Then:
 //!
 //! - a sorted file (the normal case) is read lazily, one record at a time, with only the
 //!   records of one instant held back (records with equal timestamps are ordered by customer
@@ -215,9 +219,44 @@ impl DataSet {
     /// Time-ordered stream of records; rejects and skips are collected in the returned
     /// stream's counters. Nothing is read until the first call to `next`.
     pub fn records(&self) -> RecordStream {
+        self.stream(true)
+    }
+
+    /// Like [`DataSet::records`], but without the first pass over NDJSON files: only each
+    /// one's first timestamp is read beforehand, each is taken to be sorted by time, and
+    /// the main pass checks that it is. When one is not, the stream ends early and
+    /// [`RecordStream::unsorted`] names it: read again with [`DataSet::records`]. When
+    /// none is, the records, rejects and counts are those of [`DataSet::records`], with one
+    /// decompression and one walk of each line less. See [`DataSet::with_records`].
+    pub fn records_unscanned(&self) -> RecordStream {
+        self.stream(false)
+    }
+
+    /// Runs `consume` over [`DataSet::records_unscanned`], and again over
+    /// [`DataSet::records`] when a file turns out not to be sorted: for a consumer whose
+    /// result (or output it writes again from the start) depends only on the records.
+    /// Returns the result and the stream it came from (for its rejects and counts), with
+    /// the file that made it read again, if any.
+    pub fn with_records<T>(
+        &self,
+        mut consume: impl FnMut(&mut RecordStream) -> T,
+    ) -> (T, RecordStream, Option<&'static str>) {
+        let mut stream = self.records_unscanned();
+        let result = consume(&mut stream);
+        let Some(unsorted) = stream.unsorted() else {
+            return (result, stream, None);
+        };
+        drop((result, stream));
+        let mut stream = self.records();
+        let result = consume(&mut stream);
+        (result, stream, Some(unsorted))
+    }
+
+    fn stream(&self, first_pass: bool) -> RecordStream {
         RecordStream {
             files: self.files.clone(),
             ctx: Ctx::new(self.schema.clone(), DateTime::<Utc>::UNIX_EPOCH),
+            first_pass,
             started: false,
             finished: false,
             pending: Vec::new(),
@@ -516,6 +555,8 @@ struct Ctx {
     rejects: Vec<Reject>,
     skipped: BTreeMap<String, u64>,
     read: u64,
+    /// A file read without a first pass that turned out not to be sorted by time.
+    unsorted: Option<&'static str>,
 }
 
 impl Ctx {
@@ -527,6 +568,7 @@ impl Ctx {
             rejects: Vec::new(),
             skipped: BTreeMap::new(),
             read: 0,
+            unsorted: None,
         }
     }
 
@@ -585,6 +627,9 @@ struct Scan {
     /// The earliest timestamp; `None` when there is none or it is unknown (the file opens
     /// at once).
     first: Option<DateTime<Utc>>,
+    /// Only the file's first timestamp was read, and it is taken to be sorted: the main
+    /// pass checks that it is (see [`DataSet::records_unscanned`]).
+    assumed: bool,
 }
 
 /// Every record of a data set in [`Record::order_key`] order. See the module documentation
@@ -592,10 +637,14 @@ struct Scan {
 pub struct RecordStream {
     files: Arc<[FileEntry]>,
     ctx: Ctx,
+    /// Whether NDJSON files get a whole first pass, or only their first timestamp is read
+    /// ([`DataSet::records_unscanned`]).
+    first_pass: bool,
     started: bool,
     finished: bool,
-    /// Files not yet opened: (earliest timestamp, index, sorted), latest first.
-    pending: Vec<(DateTime<Utc>, usize, bool)>,
+    /// Files not yet opened: (earliest timestamp, index, what the first pass found),
+    /// latest first.
+    pending: Vec<(DateTime<Utc>, usize, Scan)>,
     open: Vec<Option<FileStream>>,
     heap: BinaryHeap<Reverse<Head>>,
 }
@@ -624,14 +673,22 @@ impl RecordStream {
         self.ctx.read
     }
 
+    /// A file that was read without a first pass ([`DataSet::records_unscanned`]) and
+    /// turned out not to be sorted by time. The stream ended there: what it gave is
+    /// neither every record nor in order, and the data must be read again with
+    /// [`DataSet::records`].
+    pub fn unsorted(&self) -> Option<&'static str> {
+        self.ctx.unsorted
+    }
+
     fn start(&mut self) {
         self.started = true;
-        let scans = scan_all(&self.files);
+        let scans = scan_all(&self.files, self.first_pass);
         self.ctx.forever = forever(&scans);
-        let mut pending: Vec<(DateTime<Utc>, usize, bool)> = scans
+        let mut pending: Vec<(DateTime<Utc>, usize, Scan)> = scans
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.first.unwrap_or(UNKNOWN_START), i, s.sorted))
+            .map(|(i, s)| (s.first.unwrap_or(UNKNOWN_START), i, *s))
             .collect();
         pending.sort_by_key(|p| Reverse((p.0, p.1)));
         self.pending = pending;
@@ -639,7 +696,7 @@ impl RecordStream {
 
     /// Opens the next pending file and puts its first record in the heap.
     fn open_next(&mut self) {
-        let Some((_, index, sorted)) = self.pending.pop() else {
+        let Some((_, index, scan)) = self.pending.pop() else {
             return;
         };
         let Some(entry) = self.files.get(index).cloned() else {
@@ -651,7 +708,7 @@ impl RecordStream {
             .flatten()
             .filter(|s| s.source.is_thread())
             .count();
-        let mut stream = FileStream::open(&entry, sorted, threads < MAX_THREADS, &mut self.ctx);
+        let mut stream = FileStream::open(&entry, scan, threads < MAX_THREADS, &mut self.ctx);
         match stream.next(&mut self.ctx) {
             Some(record) => {
                 self.heap.push(Reverse(Head {
@@ -680,6 +737,11 @@ impl Iterator for RecordStream {
     fn next(&mut self) -> Option<Record> {
         if !self.started {
             self.start();
+        }
+        if self.ctx.unsorted.is_some() {
+            // What follows would be out of order: the caller reads again from the start.
+            self.finish();
+            return None;
         }
         loop {
             let due = self.pending.last().map(|p| p.0);
@@ -739,6 +801,8 @@ struct Batch {
     rejects: Vec<Reject>,
     skipped: BTreeMap<String, u64>,
     read: u64,
+    /// The file turned out not to be sorted (see [`Ctx::unsorted`]).
+    unsorted: bool,
     /// The last batch of the file.
     done: bool,
 }
@@ -757,14 +821,15 @@ struct Worker {
 }
 
 impl Reader {
-    fn here(entry: &FileEntry, ctx: &mut Ctx) -> Reader {
-        Reader::Here(Source::open(entry, ctx))
+    fn here(entry: &FileEntry, check_order: bool, ctx: &mut Ctx) -> Reader {
+        Reader::Here(Source::open(entry, check_order, ctx))
     }
 
     /// Reads and types the file on a thread, up to `BATCHES_AHEAD` batches ahead of the
     /// caller; the thread stops when the file ends or the reader is dropped.
     fn thread(
         entry: &FileEntry,
+        check_order: bool,
         schema: Arc<Compiled>,
         forever: DateTime<Utc>,
     ) -> io::Result<Reader> {
@@ -774,7 +839,7 @@ impl Reader {
             .name(format!("moments-data {}", entry.rel))
             .spawn(move || {
                 let mut ctx = Ctx::new(schema, forever);
-                let mut source = Source::open(&thread_entry, &mut ctx);
+                let mut source = Source::open(&thread_entry, check_order, &mut ctx);
                 loop {
                     let mut records = Vec::with_capacity(BATCH);
                     let mut done = false;
@@ -792,6 +857,7 @@ impl Reader {
                         rejects: std::mem::take(&mut ctx.rejects),
                         skipped: std::mem::take(&mut ctx.skipped),
                         read: std::mem::take(&mut ctx.read),
+                        unsorted: ctx.unsorted.is_some(),
                         done,
                     };
                     if sender.send(batch).is_err() || done {
@@ -828,6 +894,9 @@ impl Reader {
                             *ctx.skipped.entry(name).or_insert(0) += n;
                         }
                         ctx.read += batch.read;
+                        if batch.unsorted {
+                            ctx.unsorted = Some(w.rel);
+                        }
                         w.done = batch.done;
                         w.current = batch.records.into_iter();
                     }
@@ -857,14 +926,15 @@ fn by_key(a: &Record, b: &Record) -> Ordering {
 
 impl FileStream {
     /// A sorted file on a thread of its own when `threaded` (and a thread can be had).
-    fn open(entry: &FileEntry, sorted: bool, threaded: bool, ctx: &mut Ctx) -> FileStream {
-        let mut source = if sorted && threaded {
-            Reader::thread(entry, ctx.schema.clone(), ctx.forever)
-                .unwrap_or_else(|_| Reader::here(entry, ctx))
+    fn open(entry: &FileEntry, scan: Scan, threaded: bool, ctx: &mut Ctx) -> FileStream {
+        let check = scan.assumed;
+        let mut source = if scan.sorted && threaded {
+            Reader::thread(entry, check, ctx.schema.clone(), ctx.forever)
+                .unwrap_or_else(|_| Reader::here(entry, check, ctx))
         } else {
-            Reader::here(entry, ctx)
+            Reader::here(entry, check, ctx)
         };
-        let mode = if sorted {
+        let mode = if scan.sorted {
             Mode::Streaming {
                 group: Vec::new(),
                 peek: None,
@@ -961,7 +1031,9 @@ fn open_reader(path: &Path, gz: bool) -> io::Result<Box<dyn BufRead + Send>> {
 }
 
 impl Source {
-    fn open(entry: &FileEntry, ctx: &mut Ctx) -> Source {
+    /// With `check_order`, an NDJSON file's timestamps are checked to be sorted as the
+    /// first pass would see them (see [`DataSet::records_unscanned`]).
+    fn open(entry: &FileEntry, check_order: bool, ctx: &mut Ctx) -> Source {
         let rel = entry.rel;
         match entry.format {
             Format::Ndjson { gz } => match open_raw(&entry.path, gz) {
@@ -969,6 +1041,7 @@ impl Source {
                     rel,
                     lines: Lines::new(reader),
                     line: 0,
+                    order: check_order.then(Tracker::new),
                 }),
                 Err(e) => {
                     ctx.reject(
@@ -1033,6 +1106,8 @@ struct NdjsonSource {
     rel: &'static str,
     lines: Lines,
     line: u64,
+    /// The file's timestamps so far, when the main pass checks that it is sorted.
+    order: Option<Tracker>,
 }
 
 /// Longest line read; a longer one is rejected and skipped.
@@ -1192,6 +1267,26 @@ impl NdjsonSource {
             } else {
                 ndjson_record(bytes, self.rel, self.line, ctx)
             };
+            if let Some(order) = &mut self.order {
+                // INVARIANT: the timestamps seen include every one the first pass would
+                // see (`line_timestamp` of each line; a record's own is the same), so a
+                // file that passes this check is one the first pass finds sorted, with
+                // the same first timestamp. A few more may be seen (a timestamp with an
+                // escape, a first line after a byte order mark), which can only fail
+                // the check, and then the data is read again with the first pass.
+                let at = match &outcome {
+                    Outcome::Record(r) => Some(r.at),
+                    _ => line_timestamp(line.bytes),
+                };
+                if let Some(at) = at {
+                    order.see(at);
+                    if !order.sorted {
+                        // The stream ends here; the rest need not be read.
+                        ctx.unsorted = Some(self.rel);
+                        return None;
+                    }
+                }
+            }
             match outcome {
                 Outcome::Record(r) => return Some(r),
                 Outcome::Skip => {}
@@ -2922,11 +3017,15 @@ impl<'a> Cell<'a> for PCell<'a> {
 // The first pass: is a file sorted by time, and when does it start?
 
 /// Scans every file, on up to as many threads as there are cores.
-fn scan_all(files: &[FileEntry]) -> Vec<Scan> {
+/// The first pass over every file; without `whole`, an NDJSON file's first timestamp only
+/// (see [`DataSet::records_unscanned`]).
+fn scan_all(files: &[FileEntry], whole: bool) -> Vec<Scan> {
     let unknown = Scan {
         sorted: true,
         first: None,
+        assumed: false,
     };
+    let scan_file = |entry: &FileEntry| scan_file(entry, whole);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
@@ -2992,23 +3091,27 @@ impl Tracker {
         Scan {
             sorted: self.sorted,
             first: self.first,
+            assumed: false,
         }
     }
 }
 
-fn scan_file(entry: &FileEntry) -> Scan {
+fn scan_file(entry: &FileEntry, whole: bool) -> Scan {
     let scan = catch_unwind(AssertUnwindSafe(|| match entry.format {
-        Format::Ndjson { gz } => scan_ndjson(&entry.path, gz),
+        Format::Ndjson { gz } => scan_ndjson(&entry.path, gz, whole),
         Format::Csv { gz } => scan_csv(&entry.path, gz),
         Format::Parquet => scan_parquet(&entry.path),
     }));
     scan.unwrap_or(Scan {
         sorted: true,
         first: None,
+        assumed: false,
     })
 }
 
-fn scan_ndjson(path: &Path, gz: bool) -> Scan {
+/// Without `whole`, up to the first timestamp only: the file is assumed to be sorted, and
+/// the main pass checks that it is.
+fn scan_ndjson(path: &Path, gz: bool, whole: bool) -> Scan {
     let mut tracker = Tracker::new();
     let Ok(reader) = open_raw(path, gz) else {
         return tracker.scan();
@@ -3017,9 +3120,15 @@ fn scan_ndjson(path: &Path, gz: bool) -> Scan {
     while let Ok(Some(line)) = lines.next_line() {
         if let Some(at) = line_timestamp(line.bytes) {
             tracker.see(at);
+            if !whole {
+                break;
+            }
         }
     }
-    tracker.scan()
+    Scan {
+        assumed: !whole,
+        ..tracker.scan()
+    }
 }
 
 /// The top-level `timestamp` of an NDJSON line, by a scan of the line's structure that stops

@@ -566,6 +566,16 @@ fn open_data(
     })
 }
 
+/// Says that the data was read twice because `file` is not sorted by time (see
+/// `DataSet::with_records`).
+fn note_unsorted(file: Option<&str>) {
+    if let Some(file) = file {
+        eprintln!(
+            "note: `{file}` is not sorted by time, so the data was read again after a first pass over every file; sorted files are read once"
+        );
+    }
+}
+
 /// `Ok` when the campaigns hold moment `id`; otherwise say so, with "did you mean".
 fn known_moment(
     model: &moments::model::Model,
@@ -616,19 +626,21 @@ fn backtest(
         return 2;
     }
     let started = std::time::Instant::now();
-    let mut stream = dataset.records();
-    let ran = moments::lanes::run_beside(
-        &model,
-        Progress::new(stream.by_ref(), "backtest"),
-        Some(from),
-        to,
-        engine_threads(threads),
-        || Ok(moments::backtest::BacktestFiles::new(out, &model, None)),
-        moments::backtest::BacktestFiles::finish,
-    )
-    .map_err(|e| match e {
-        moments::lanes::BesideError::Thread(e) | moments::lanes::BesideError::Sink(e) => e,
+    let (ran, mut stream, unsorted) = dataset.with_records(|stream| {
+        moments::lanes::run_beside(
+            &model,
+            Progress::new(stream.by_ref(), "backtest"),
+            Some(from),
+            to,
+            engine_threads(threads),
+            || Ok(moments::backtest::BacktestFiles::new(out, &model, None)),
+            moments::backtest::BacktestFiles::finish,
+        )
+        .map_err(|e| match e {
+            moments::lanes::BesideError::Thread(e) | moments::lanes::BesideError::Sink(e) => e,
+        })
     });
+    note_unsorted(unsorted);
     let rejects = stream.take_rejects();
     let (written, out_of_fuel) = match ran.and_then(|ran| {
         moments::data::write_rejects(&out.join("rejects.ndjson"), &rejects)?;
@@ -1062,13 +1074,15 @@ fn report(
         Ok(d) => d,
         Err(code) => return code,
     };
-    let mut stream = dataset.records();
-    let (kpis, as_of) = moments::kpi::measure(
-        &model,
-        &sends,
-        Progress::new(stream.by_ref(), "report"),
-        as_of,
-    );
+    let ((kpis, as_of), mut stream, unsorted) = dataset.with_records(|stream| {
+        moments::kpi::measure(
+            &model,
+            &sends,
+            Progress::new(stream.by_ref(), "report"),
+            as_of,
+        )
+    });
+    note_unsorted(unsorted);
     let rejects = stream.take_rejects();
     let report = moments::report::build(&model, &entries, &sends, kpis, as_of, source);
     let text = match format {
@@ -1124,14 +1138,16 @@ fn explain(
         customer: customer.to_string(),
         moment: moment.clone(),
     };
-    let mut stream = dataset.records();
-    let (output, trace) = moments::engine::run_traced(
-        &model,
-        Progress::new(stream.by_ref(), "explain"),
-        None,
-        to,
-        &options,
-    );
+    let ((output, trace), _, unsorted) = dataset.with_records(|stream| {
+        moments::engine::run_traced(
+            &model,
+            Progress::new(stream.by_ref(), "explain"),
+            None,
+            to,
+            &options,
+        )
+    });
+    note_unsorted(unsorted);
     let explanation = moments::explain::explain(
         &model,
         customer,
@@ -1177,7 +1193,9 @@ fn preview(
         Some(c) => c,
         None => {
             // A sample: the first customer who got it, else who triggered it.
-            let output = moments::engine::run(&model, dataset.records(), None, at);
+            let (output, _, unsorted) =
+                dataset.with_records(|stream| moments::engine::run(&model, stream, None, at));
+            note_unsorted(unsorted);
             let mut got: Vec<&moments::outcome::Entry> = output
                 .entries
                 .iter()
@@ -1199,7 +1217,9 @@ fn preview(
         customer: customer.clone(),
         moment: Some(moment.to_string()),
     };
-    let (_, trace) = moments::engine::run_traced(&model, dataset.records(), None, at, &options);
+    let ((_, trace), _, unsorted) = dataset
+        .with_records(|stream| moments::engine::run_traced(&model, stream, None, at, &options));
+    note_unsorted(unsorted);
     let Some(preview) = trace.previews.get(moment) else {
         let hint = trace
             .did_you_mean

@@ -75,11 +75,22 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-/// Every record, and the stream with its counters.
+/// Every record, and the stream with its counters. Checks on the way that reading without
+/// the first pass (`DataSet::with_records`) gives the same records, rejects and counts.
 fn read_all(dir: &Path, schema: &Schema) -> (Vec<Record>, RecordStream) {
     let data = DataSet::open(dir, schema).expect("open data");
     let mut stream = data.records();
     let records: Vec<Record> = stream.by_ref().collect();
+    let (unscanned, mut other, _) = data.with_records(|s| s.by_ref().collect::<Vec<Record>>());
+    assert_eq!(
+        records,
+        unscanned,
+        "read without a first pass: {}",
+        dir.display()
+    );
+    assert_eq!(stream.read_count(), other.read_count());
+    assert_eq!(stream.skipped(), other.skipped());
+    assert_eq!(stream.rejects(), other.take_rejects().as_slice());
     (records, stream)
 }
 
@@ -586,6 +597,55 @@ fn file_order_does_not_change_the_sequence() {
         a.iter().map(key).collect::<Vec<_>>(),
         c.iter().map(key).collect::<Vec<_>>()
     );
+}
+
+/// Without the first pass, a file that is not sorted by time ends the stream where that
+/// shows, names the file, and `with_records` reads again with the first pass; sorted files
+/// are read once.
+#[test]
+fn reading_without_the_first_pass_notices_a_file_out_of_order() {
+    let schema = schema();
+    let line = |id: &str, time: &str| {
+        format!(
+            r#"{{"type":"track","messageId":"{id}","userId":"c1","event":"Product Added","timestamp":"2026-11-20T{time}Z","properties":{{"product_id":"p1","price":1}}}}"#
+        ) + "\n"
+    };
+    let dir = TempDir::new("unscanned");
+    let sorted = line("a1", "10:00:00") + &line("a2", "10:05:00") + &line("a3", "10:05:00");
+    dir.write("a.ndjson.gz", &gzip(sorted.as_bytes()));
+    // Sorted but for its last line, and a line the schema rejects (its timestamp counts).
+    let late = line("b1", "09:00:00")
+        + "{\"type\":\"track\",\"userId\":\"c1\",\"event\":\"Product Added\",\"timestamp\":\"2026-11-20T09:30:00Z\"}\n"
+        + &line("b3", "09:10:00");
+    dir.write("b.ndjson", late.as_bytes());
+    let data = DataSet::open(dir.path(), &schema).expect("open");
+
+    let mut unscanned = data.records_unscanned();
+    let partial: Vec<Record> = unscanned.by_ref().collect();
+    assert_eq!(unscanned.unsorted(), Some("b.ndjson"));
+    assert!(
+        partial.len() < 5,
+        "the stream ends early: {} records",
+        partial.len()
+    );
+
+    let (records, stream, reread) = data.with_records(|s| s.by_ref().collect::<Vec<Record>>());
+    assert_eq!(reread, Some("b.ndjson"));
+    assert_eq!(stream.unsorted(), None);
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["b1", "b3", "a1", "a2", "a3"]);
+    assert_eq!(reasons(stream.rejects(), "b.ndjson").len(), 1);
+
+    // The same lines, the rejected one moved into time order: read once.
+    let fixed = line("b1", "09:00:00")
+        + &line("b3", "09:10:00")
+        + "{\"type\":\"track\",\"userId\":\"c1\",\"event\":\"Product Added\",\"timestamp\":\"2026-11-20T09:30:00Z\"}\n";
+    dir.write("b.ndjson", fixed.as_bytes());
+    let data = DataSet::open(dir.path(), &schema).expect("open");
+    let (again, stream, reread) = data.with_records(|s| s.by_ref().collect::<Vec<Record>>());
+    assert_eq!(reread, None);
+    assert_eq!(again.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ids);
+    assert_eq!(reasons(stream.rejects(), "b.ndjson").len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 //! - `run --every` ticks until SIGTERM, finishes the tick in flight and exits 0, and its
 //!   period is checked;
 //! - bad records of every kind are reported with their file and line, counted, kept in
-//!   `rejects.ndjson`, and the good records around them still make their sends.
+//!   `rejects.ndjson`, and the good records around them still make their sends;
+//! - a data file out of time order gives the backtest of the same file sorted, read a
+//!   second time with a first pass, and says so.
 
 mod common;
 
@@ -1170,4 +1172,75 @@ fn bad_records_are_reported_with_file_and_line_and_good_ones_still_send() {
         std::fs::read_to_string(dir.join("state/rejects.ndjson")).unwrap(),
         ""
     );
+}
+
+/// The backtest reads NDJSON files once, taking them to be sorted by time and checking it
+/// as it goes (`DataSet::with_records`): a file that is not makes it read everything again
+/// after a first pass, with the files the sorted data gives, and a note that says why.
+#[test]
+fn a_file_out_of_time_order_gives_the_backtest_of_the_sorted_file() {
+    let dir = TempDir::new("unsorted-backtest");
+    let sample = crate_root().join("data/sample");
+    for shop in ["sorted", "unsorted"] {
+        std::fs::create_dir_all(dir.join(shop).join("events")).unwrap();
+        std::fs::copy(
+            sample.join("customers.ndjson.gz"),
+            dir.join(shop).join("customers.ndjson.gz"),
+        )
+        .unwrap();
+    }
+    let mut november = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(sample.join("events/2026-11.ndjson.gz")).unwrap(),
+    )
+    .read_to_string(&mut november)
+    .unwrap();
+    std::fs::write(dir.join("sorted/events/2026-11.ndjson"), &november).unwrap();
+    // The same lines with the first and second halves swapped.
+    let lines: Vec<&str> = november.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let swapped: String = second
+        .iter()
+        .chain(first)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("unsorted/events/2026-11.ndjson"), swapped).unwrap();
+
+    let mut files = Vec::new();
+    for shop in ["sorted", "unsorted"] {
+        let out = format!("bt-{shop}");
+        let output = moments(
+            dir.path(),
+            &[
+                "backtest",
+                "--campaigns",
+                text(&campaigns()),
+                "--data",
+                shop,
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-12-01",
+                "--out",
+                &out,
+            ],
+        );
+        assert_eq!(status(&output), 0, "{}", stderr(&output));
+        let note =
+            "note: `events/2026-11.ndjson` is not sorted by time, so the data was read again";
+        assert_eq!(
+            stderr(&output).contains(note),
+            shop == "unsorted",
+            "{shop}: {}",
+            stderr(&output)
+        );
+        let read = |name: &str| std::fs::read(dir.join(&out).join(name)).unwrap();
+        files.push((
+            read("entries.ndjson"),
+            read("sends.ndjson"),
+            read("rejects.ndjson"),
+        ));
+    }
+    assert!(!files[0].1.is_empty(), "the sample makes sends");
+    assert!(files[0] == files[1], "the same entries, sends and rejects");
 }
