@@ -109,6 +109,8 @@ use crate::model;
 use crate::types::{Ty, TypeKind};
 use crate::value::{interned, Id, Origin, Properties, Record, RecordKind, Reject, Value};
 
+mod fast_json;
+
 /// Where a file whose earliest timestamp is unknown sorts among the files to open: first.
 const UNKNOWN_START: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
 
@@ -404,6 +406,8 @@ impl CTy {
 struct FieldSpec {
     /// [`interned`]: a trait's name is carried by every identify record that sets it.
     name: &'static str,
+    /// [`name_tag`] of `name`: most names are told apart by it, without comparing texts.
+    tag: u64,
     ty: CTy,
     default: Option<Value>,
 }
@@ -428,7 +432,17 @@ struct Compiled {
 }
 
 fn find_field(fields: &[FieldSpec], name: &str) -> Option<usize> {
-    fields.binary_search_by(|f| (*f.name).cmp(name)).ok()
+    let tag = name_tag(name);
+    fields.iter().position(|f| f.tag == tag && f.name == name)
+}
+
+/// A name's first eight bytes and its length, in one number: equal for equal names.
+fn name_tag(name: &str) -> u64 {
+    let mut first = [0u8; 8];
+    for (to, from) in first.iter_mut().zip(name.as_bytes()) {
+        *to = *from;
+    }
+    u64::from_le_bytes(first) ^ ((name.len() as u64) << 56)
 }
 
 impl Compiled {
@@ -438,6 +452,7 @@ impl Compiled {
             let default = f.default.as_ref().and_then(|e| literal_value(e, &ty));
             FieldSpec {
                 name: interned(&f.name),
+                tag: name_tag(&f.name),
                 ty,
                 default,
             }
@@ -1312,15 +1327,36 @@ fn parse_line<'de, R: serde_json::de::Read<'de>>(
 /// Turns one NDJSON line into a record.
 fn ndjson_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> Outcome {
     let schema = ctx.schema.clone();
-    let seed = TopSeed {
+    let seed = |texts| TopSeed {
         schema: &schema,
-        texts: &mut ctx.texts,
+        texts,
     };
     let parsed = match std::str::from_utf8(line) {
         // Checked once for the whole line, so the parser does not check each string again.
-        Ok(text) => parse_line(serde_json::Deserializer::from_str(text), seed),
+        Ok(text) => match fast_json::top(text, &schema, &mut ctx.texts) {
+            Some(top) => {
+                debug_assert_eq!(
+                    parse_line(
+                        serde_json::Deserializer::from_str(text),
+                        seed(&mut ctx.texts)
+                    )
+                    .ok()
+                    .as_ref(),
+                    Some(&top),
+                    "the fast path read {text} otherwise"
+                );
+                Ok(top)
+            }
+            None => parse_line(
+                serde_json::Deserializer::from_str(text),
+                seed(&mut ctx.texts),
+            ),
+        },
         // The parser says where the bad byte is.
-        Err(_) => parse_line(serde_json::Deserializer::from_slice(line), seed),
+        Err(_) => parse_line(
+            serde_json::Deserializer::from_slice(line),
+            seed(&mut ctx.texts),
+        ),
     };
     let top = match parsed {
         Ok(top) => top,
@@ -1513,7 +1549,7 @@ fn id_text<'a>(j: Option<&'a J<'a>>) -> Result<Option<Cow<'a, str>>, String> {
 // JSON, borrowed from the line
 
 /// A JSON value whose strings borrow from the input where they can.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum J<'a> {
     Null,
     Bool(bool),
@@ -1615,7 +1651,7 @@ impl<'de> Deserialize<'de> for J<'de> {
 }
 
 /// The top level of an NDJSON record: only the keys the reader uses are kept.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Top<'a> {
     ty: Option<J<'a>>,
     user_id: Option<J<'a>>,
@@ -1629,7 +1665,7 @@ struct Top<'a> {
 }
 
 /// Properties or traits as read.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 enum Fields<'a> {
     /// Missing or `null`.
     #[default]
