@@ -85,6 +85,7 @@
 
 use std::borrow::Cow;
 use std::cmp::{Ordering, Reverse};
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::{self, File};
@@ -107,7 +108,7 @@ use crate::ast::{self, ExprKind, Literal, UnaryOp};
 use crate::fx::{FxMap, FxSet};
 use crate::model;
 use crate::types::{Ty, TypeKind};
-use crate::value::{interned, Id, Origin, Properties, Record, RecordKind, Reject, Value};
+use crate::value::{interned, Id, Names, Origin, Properties, Record, RecordKind, Reject, Value};
 
 mod fast_json;
 
@@ -420,7 +421,7 @@ struct EventSpec {
     /// Sorted by name.
     fields: Vec<FieldSpec>,
     /// The fields' names, shared by every record of this event: field `i` is slot `i`.
-    names: &'static [&'static str],
+    names: Names,
 }
 
 #[derive(Debug)]
@@ -771,17 +772,24 @@ impl Iterator for RecordStream {
                 _ => break,
             }
         }
-        let Reverse(head) = self.heap.pop()?;
-        let file = head.file;
-        if let Some(slot) = self.open.get_mut(file) {
-            if let Some(stream) = slot.as_mut() {
-                match stream.next(&mut self.ctx) {
-                    Some(record) => self.heap.push(Reverse(Head { record, file })),
-                    None => *slot = None,
+        // The head's file gives the next record in its place, when it has one: one sift
+        // of the heap instead of a pop and a push, and no move of the heads between.
+        let mut top = self.heap.peek_mut()?;
+        let file = top.0.file;
+        let slot = self.open.get_mut(file);
+        let next = match slot {
+            Some(Some(stream)) => stream.next(&mut self.ctx),
+            _ => None,
+        };
+        match next {
+            Some(record) => Some(std::mem::replace(&mut top.0.record, record)),
+            None => {
+                if let Some(slot) = self.open.get_mut(file) {
+                    *slot = None;
                 }
+                Some(PeekMut::pop(top).0.record)
             }
         }
-        Some(head.record)
     }
 }
 

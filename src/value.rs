@@ -110,8 +110,34 @@ impl fmt::Display for Value {
 #[derive(Clone, Default)]
 pub struct Properties {
     // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
-    names: &'static [&'static str],
+    names: Names,
     values: Arc<[Value]>,
+}
+
+/// A list of names from [`Properties::names_for`]. One pointer wide (to the list, made once
+/// for the life of the process), so that a [`Record`] is small enough to be moved without
+/// a call to `memcpy`.
+#[derive(Clone, Copy)]
+pub struct Names(&'static &'static [&'static str]);
+
+impl Default for Names {
+    fn default() -> Names {
+        static NONE: &[&str] = &[];
+        Names(&NONE)
+    }
+}
+
+impl std::ops::Deref for Names {
+    type Target = [&'static str];
+    fn deref(&self) -> &[&'static str] {
+        self.0
+    }
+}
+
+impl fmt::Debug for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Texts handed out by [`interned`].
@@ -131,13 +157,12 @@ pub fn interned(text: &str) -> &'static str {
 }
 
 /// Lists of names handed out by [`Properties::names_for`], by their content.
-static NAME_LISTS: LazyLock<Mutex<HashMap<Vec<String>, &'static [&'static str]>>> =
-    LazyLock::new(Mutex::default);
+static NAME_LISTS: LazyLock<Mutex<HashMap<Vec<String>, Names>>> = LazyLock::new(Mutex::default);
 
 impl Properties {
     /// The shared list of `names` (sorted, without repeats), made once per distinct list for
     /// the life of the process: a schema's events, loaded again and again, cost nothing more.
-    pub fn names_for(names: &[&str]) -> &'static [&'static str] {
+    pub fn names_for(names: &[&str]) -> Names {
         let mut sorted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         sorted.sort();
         sorted.dedup();
@@ -147,12 +172,13 @@ impl Properties {
         }
         let list: Vec<&'static str> = sorted.iter().map(|n| interned(n)).collect();
         let list: &'static [&'static str] = Box::leak(list.into_boxed_slice());
+        let list = Names(Box::leak(Box::new(list)));
         lists.insert(sorted, list);
         list
     }
 
     /// Properties named by `names` (from [`Properties::names_for`]), every one absent.
-    pub fn absent(names: &'static [&'static str]) -> Properties {
+    pub fn absent(names: Names) -> Properties {
         Properties {
             names,
             // One allocation: the iterator's length is known.

@@ -320,7 +320,9 @@ mod tests {
             include_str!("../../tests/data/schema.moment"),
         ));
         let checked = crate::check::check(&sources, Some(id), &[]);
-        let model = checked.model.unwrap_or_else(|| panic!("{:?}", checked.diagnostics));
+        let model = checked
+            .model
+            .unwrap_or_else(|| panic!("{:?}", checked.diagnostics));
         Compiled::new(&model.schema)
     }
 
@@ -331,7 +333,9 @@ mod tests {
         let schema = compiled();
         let mut texts = TextCache::default();
         let track = |rest: &str| {
-            format!(r#"{{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:00Z"{rest}}}"#)
+            format!(
+                r#"{{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:00Z"{rest}}}"#
+            )
         };
         let read = [
             track(r#","properties":{"product_id":"p1","price":15.99,"name":"Sage Cardigan"}"#),
