@@ -434,16 +434,23 @@ struct Compiled {
 
 fn find_field(fields: &[FieldSpec], name: &str) -> Option<usize> {
     let tag = name_tag(name);
-    fields.iter().position(|f| f.tag == tag && f.name == name)
+    // Names of one length up to eight bytes are equal when their tags are.
+    fields.iter().position(|f| {
+        f.tag == tag && (f.name.len() == name.len() && name.len() <= 8 || f.name == name)
+    })
 }
 
 /// A name's first eight bytes and its length, in one number: equal for equal names.
 fn name_tag(name: &str) -> u64 {
-    let mut first = [0u8; 8];
-    for (to, from) in first.iter_mut().zip(name.as_bytes()) {
-        *to = *from;
-    }
-    u64::from_le_bytes(first) ^ ((name.len() as u64) << 56)
+    let bytes = name.as_bytes();
+    let first = match bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+        Some(first) => u64::from_le_bytes(first),
+        None => bytes
+            .iter()
+            .rev()
+            .fold(0, |tag, &b| (tag << 8) | u64::from(b)),
+    };
+    first ^ ((name.len() as u64) << 56)
 }
 
 impl Compiled {
@@ -3355,6 +3362,46 @@ mod tests {
 
     fn at(s: &str) -> Option<DateTime<Utc>> {
         parse_timestamp(s)
+    }
+
+    #[test]
+    fn fields_are_found_by_name_whatever_their_length() {
+        let names = [
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgi",
+            "price",
+            "product",
+            "product_id",
+            "product_ix",
+        ];
+        let fields: Vec<FieldSpec> = names
+            .iter()
+            .map(|n| FieldSpec {
+                name: n,
+                tag: name_tag(n),
+                ty: CTy::new(&Ty::unknown()),
+                default: None,
+            })
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(find_field(&fields, name), Some(i), "{name}");
+        }
+        for name in [
+            "",
+            "b",
+            "abcdef",
+            "abcdefghij",
+            "product_i",
+            "prices",
+            "a\0",
+        ] {
+            assert_eq!(find_field(&fields, name), None, "{name}");
+        }
+        assert_eq!(name_tag("abc"), u64::from_le_bytes(*b"abc\0\0\0\0\x03"));
     }
 
     #[test]
