@@ -34,48 +34,41 @@ pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -
         p.eat(b':')?;
         p.ws();
         // As `TopSeed::visit_map` does.
-        let (slot, name) = match key {
-            "type" => (&mut top.ty, "type"),
-            "userId" => (&mut top.user_id, "userId"),
-            "event" => (&mut top.event, "event"),
-            "timestamp" => (&mut top.timestamp, "timestamp"),
-            "messageId" => (&mut top.message_id, "messageId"),
+        let slot = match key {
+            "type" => Some((&mut top.ty, "type")),
+            "userId" => Some((&mut top.user_id, "userId")),
+            "event" => Some((&mut top.event, "event")),
+            "timestamp" => Some((&mut top.timestamp, "timestamp")),
+            "messageId" => Some((&mut top.message_id, "messageId")),
             "properties" => {
                 top.properties = match event {
                     Some(Some(spec)) => p.fields(&spec.fields, "", texts)?,
                     _ => return None,
                 };
-                if !p.more()? {
-                    break;
-                }
-                continue;
+                None
             }
             "traits" => {
                 top.traits = p.fields(&schema.traits, "trait ", texts)?;
-                if !p.more()? {
-                    break;
-                }
-                continue;
+                None
             }
             _ => {
                 p.scalar(IgnoredAny)?;
-                if !p.more()? {
-                    break;
-                }
-                continue;
+                None
             }
         };
-        if slot.is_some() {
-            top.duplicate = Some(name);
+        if let Some((slot, name)) = slot {
+            if slot.is_some() {
+                top.duplicate = Some(name);
+            }
+            let value = p.scalar(JVisitor)?;
+            if name == "event" {
+                event = match &value {
+                    J::Str(source) => Some(schema.event(source)),
+                    _ => None,
+                };
+            }
+            *slot = Some(value);
         }
-        let value = p.scalar(JVisitor)?;
-        if name == "event" {
-            event = match &value {
-                J::Str(source) => Some(schema.event(source)),
-                _ => None,
-            };
-        }
-        *slot = Some(value);
         if !p.more()? {
             break;
         }
