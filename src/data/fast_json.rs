@@ -1,16 +1,21 @@
-//! A fast path for the usual NDJSON line: a flat `track` or `identify` whose strings have no
-//! escapes and whose properties or traits are scalars. It reads the line straight into the
+//! A fast path for the usual NDJSON line: a `track` or `identify` whose top-level strings and
+//! properties have no escapes. It reads the line straight into the
 //! same [`Top`] as the serde path does, calling the same visitors ([`JVisitor`],
 //! [`TypedSeed`]) with the same values, without serde_json's deserializer between them.
 //!
+//! A list or an object inside the line (a list of products, a `context`) is read by
+//! serde_json itself from its own slice of the line, with the same seed.
+//!
 //! Anything else gives `None` and the line is read again by serde_json, which also words
-//! the errors: a string with an escape or a control character, a list or an object inside
-//! properties or traits (or anywhere else but at the top), properties read before `event`
-//! or of an undeclared event, an empty object, a number serde_json would read as a float
-//! because it does not fit 64 bits, and any JSON that is not well formed. So a line gives
-//! the same [`Top`] whichever path reads it; debug builds check that on every line.
+//! the errors: a string with an escape or a control character outside nested values,
+//! properties read before `event` or of an undeclared event, an empty top-level object, a
+//! number serde_json would read as a float because it does not fit 64 bits, a nested value
+//! of more than 64 brackets, and any JSON that is not well formed. So a line gives the same
+//! [`Top`] whichever path reads it; debug builds check that on every line.
 
-use serde::de::{IgnoredAny, Visitor};
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeSeed, IgnoredAny, Visitor};
 
 use super::{
     find_field, Compiled, EventSpec, FieldSpec, Fields, JVisitor, TextCache, Top, TypedSeed, J,
@@ -18,6 +23,9 @@ use super::{
 
 /// The error type the visitors are called with; they never fail on scalars.
 type Error = serde_json::Error;
+
+/// Brackets in one nested value, at most; more is left to the serde path.
+const MAX_OPENED: usize = 64;
 
 /// The line read by the fast path, or `None` when serde_json must read it.
 pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -> Option<Top<'a>> {
@@ -52,7 +60,7 @@ pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -
                 None
             }
             _ => {
-                p.scalar(IgnoredAny)?;
+                p.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
                 None
             }
         };
@@ -60,7 +68,7 @@ pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -
             if slot.is_some() {
                 top.duplicate = Some(name);
             }
-            let value = p.scalar(JVisitor)?;
+            let value = p.value(JVisitor, PhantomData::<J>)?;
             if name == "event" {
                 event = match &value {
                     J::Str(source) => Some(schema.event(source)),
@@ -142,6 +150,67 @@ impl<'a> Parser<'a> {
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.text.as_bytes().get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// A value: a scalar handed to `visitor`, or an object or a list read by `seed`.
+    fn value<V, S>(&mut self, visitor: V, seed: S) -> Option<V::Value>
+    where
+        V: Visitor<'a>,
+        S: DeserializeSeed<'a, Value = V::Value>,
+    {
+        match self.peek()? {
+            b'{' | b'[' => self.nested(seed),
+            _ => self.scalar(visitor),
+        }
+    }
+
+    /// An object or a list, read by serde_json from its own slice of the line, as it would
+    /// read it within the whole line (the same seed, from the same bytes). Its end is found
+    /// by its brackets, outside strings; serde_json then checks that it is one whole value.
+    fn nested<S: DeserializeSeed<'a>>(&mut self, seed: S) -> Option<S::Value> {
+        let bytes = self.text.as_bytes();
+        let mut end = self.at;
+        let mut depth = 0usize;
+        let mut opened = 0usize;
+        loop {
+            match *bytes.get(end)? {
+                b'"' => {
+                    end += 1;
+                    loop {
+                        match *bytes.get(end)? {
+                            b'\\' => end += 2,
+                            b'"' => break,
+                            _ => end += 1,
+                        }
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    opened += 1;
+                    // INVARIANT: serde_json reads at most 128 levels. The line's object
+                    // and properties are two; a value of at most `MAX_OPENED` brackets
+                    // nests less than the rest, so it is read here as in the whole line.
+                    if opened > MAX_OPENED {
+                        return None;
+                    }
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        end += 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            end += 1;
+        }
+        let slice = self.text.get(self.at..end)?;
+        let mut de = serde_json::Deserializer::from_str(slice);
+        let value = seed.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        self.at = end;
+        Some(value)
     }
 
     /// A scalar handed to `visitor` as serde_json hands it: strings borrowed, `null` as
@@ -255,16 +324,20 @@ impl<'a> Parser<'a> {
             self.ws();
             match find_field(fields, key) {
                 None => {
-                    self.scalar(IgnoredAny)?;
+                    self.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
                 }
                 Some(i) => {
                     let field = fields.get(i)?;
-                    let value = self.scalar(TypedSeed {
+                    let seed = TypedSeed {
                         ty: &field.ty,
                         null_ok: true,
                         share: false,
                         cache: &mut *texts,
-                    })?;
+                    };
+                    let value = match self.peek()? {
+                        b'{' | b'[' => self.nested(seed)?,
+                        _ => self.scalar(seed)?,
+                    };
                     if bad.is_none() {
                         match value {
                             Ok(v) => values.push((i, v)),
@@ -344,6 +417,12 @@ mod tests {
             track(r#" , "properties" : { "product_id" : "é ü 😀" , "price" : 1E3 } "#),
             "\t{\"type\":\"identify\",\"userId\":7,\"timestamp\":\"2026-11-20T10:00:00Z\",\"traits\":{\"tier\":\"gold\",\"email_opt_in\":true,\"country\":null}}\r\n ".to_string(),
             r#"{"type":"track","event":"Unknown Event","userId":"c1"}"#.to_string(),
+            track(r#","properties":{"product_id":["p1"],"price":1}"#),
+            track(r#","context":{"ip":"1.2.3.4","library":{"name":"x \"y\" [z]"}},"properties":{"product_id":"p1","price":1}"#),
+            track(r#","properties":{"product_id":"p1","price":1,"extra":[1,{"a":"}"}]}"#),
+            r#"{"type":"track","event":"Order Completed","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o1","total":10.5,"products":[{"product_id":"p1","name":"RECORD FRAME 7\" SINGLE","quantity":2,"price":1.25},{"product_id":"p2","quantity":1,"price":8}]}}"#.to_string(),
+            r#"{"type":"track","event":"Order Completed","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o1","total":10.5,"products":[{"product_id":"p1","quantity":"two","price":1.25}]}}"#.to_string(),
+            r#"{"type":["track"],"userId":{"id":1},"timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
         ];
         let left = [
             track(r#","properties":{"product_id":"a\"b","price":1}"#),
@@ -354,8 +433,15 @@ mod tests {
             track(r#","properties":{"product_id":"p1","price":01}"#),
             track(r#","properties":{"product_id":"p1","price":1.}"#),
             track(r#","properties":{"product_id":"p1","price":1e999}"#),
-            track(r#","properties":{"product_id":["p1"],"price":1}"#),
             track(r#","properties":[]"#),
+            track(r#","properties":{"product_id":"p1","price":1,"extra":[1,2}"#),
+            track(r#","properties":{"product_id":"p1","price":1,"extra":{"a":1 x}}"#),
+            track(r#","context":{"ip":"1.2.3.4""#),
+            track(&format!(
+                r#","context":{}1{}"#,
+                "[".repeat(65),
+                "]".repeat(65)
+            )),
             track(r#","properties":{"product_id":"p1","price":1},"#),
             track(r#","properties":{"product_id":"p1","price":tru}"#),
             track(r#"} {"#),
