@@ -655,6 +655,16 @@ struct Scan {
     assumed: bool,
 }
 
+impl Scan {
+    /// Nothing known (no timestamp, or the scan failed): the main pass reads the file in
+    /// order, from the start, and reports what it finds.
+    const UNKNOWN: Scan = Scan {
+        sorted: true,
+        first: None,
+        assumed: false,
+    };
+}
+
 /// Every record of a data set in [`Record::order_key`] order. See the module documentation
 /// for how files are read and what stays in memory.
 pub struct RecordStream {
@@ -782,18 +792,13 @@ impl Iterator for RecordStream {
         // The head's file gives the next record in its place, when it has one: one sift
         // of the heap instead of a pop and a push, and no move of the heads between.
         let mut top = self.heap.peek_mut()?;
-        let file = top.0.file;
-        let slot = self.open.get_mut(file);
-        let next = match slot {
-            Some(Some(stream)) => stream.next(&mut self.ctx),
-            _ => None,
+        let Some(slot) = self.open.get_mut(top.0.file) else {
+            return Some(PeekMut::pop(top).0.record);
         };
-        match next {
+        match slot.as_mut().and_then(|stream| stream.next(&mut self.ctx)) {
             Some(record) => Some(std::mem::replace(&mut top.0.record, record)),
             None => {
-                if let Some(slot) = self.open.get_mut(file) {
-                    *slot = None;
-                }
+                *slot = None;
                 Some(PeekMut::pop(top).0.record)
             }
         }
@@ -3067,15 +3072,9 @@ impl<'a> Cell<'a> for PCell<'a> {
 // ---------------------------------------------------------------------------------------------
 // The first pass: is a file sorted by time, and when does it start?
 
-/// Scans every file, on up to as many threads as there are cores.
-/// The first pass over every file; without `whole`, an NDJSON file's first timestamp only
-/// (see [`DataSet::records_unscanned`]).
+/// The first pass over every file, on up to as many threads as there are cores; without
+/// `whole`, an NDJSON file's first timestamp only (see [`DataSet::records_unscanned`]).
 fn scan_all(files: &[FileEntry], whole: bool) -> Vec<Scan> {
-    let unknown = Scan {
-        sorted: true,
-        first: None,
-        assumed: false,
-    };
     let scan_file = |entry: &FileEntry| scan_file(entry, whole);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -3084,7 +3083,7 @@ fn scan_all(files: &[FileEntry], whole: bool) -> Vec<Scan> {
         return files.iter().map(scan_file).collect();
     }
     let next = AtomicUsize::new(0);
-    let mut scans = vec![unknown; files.len()];
+    let mut scans = vec![Scan::UNKNOWN; files.len()];
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -3102,8 +3101,7 @@ fn scan_all(files: &[FileEntry], whole: bool) -> Vec<Scan> {
             })
             .collect();
         for worker in workers {
-            // A scan that failed leaves the file "sorted, from the start": the main pass
-            // reads it in order and reports what it finds.
+            // A scan that failed leaves `Scan::UNKNOWN`.
             if let Ok(done) = worker.join() {
                 for (i, scan) in done {
                     if let Some(slot) = scans.get_mut(i) {
@@ -3153,11 +3151,7 @@ fn scan_file(entry: &FileEntry, whole: bool) -> Scan {
         Format::Csv { gz } => scan_csv(&entry.path, gz),
         Format::Parquet => scan_parquet(&entry.path),
     }));
-    scan.unwrap_or(Scan {
-        sorted: true,
-        first: None,
-        assumed: false,
-    })
+    scan.unwrap_or(Scan::UNKNOWN)
 }
 
 /// Without `whole`, up to the first timestamp only: the file is assumed to be sorted, and

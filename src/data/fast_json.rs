@@ -36,11 +36,7 @@ pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -
     p.ws();
     p.eat(b'{')?;
     loop {
-        p.ws();
-        let key = p.string()?;
-        p.ws();
-        p.eat(b':')?;
-        p.ws();
+        let key = p.key()?;
         // As `TopSeed::visit_map` does.
         let slot = match key {
             "type" => Some((&mut top.ty, "type")),
@@ -104,6 +100,18 @@ impl<'a> Parser<'a> {
 
     fn eat(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// A member's key and its `:`, up to its value. Inlined: as a call it cost 0.5% of a
+    /// backtest's instructions.
+    #[inline(always)]
+    fn key(&mut self) -> Option<&'a str> {
+        self.ws();
+        let key = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(key)
     }
 
     /// After a member: `true` at a `,`, `false` at the object's `}`.
@@ -317,11 +325,7 @@ impl<'a> Parser<'a> {
             return Some(Fields::Typed(values));
         }
         loop {
-            self.ws();
-            let key = self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
+            let key = self.key()?;
             match find_field(fields, key) {
                 None => {
                     self.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
