@@ -17,6 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -714,8 +715,10 @@ struct Engine<'m> {
     customer_ids: CustomerIds,
     /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
     gated: FxMap<Arc<str>, (u64, CustomerIds)>,
-    /// What to do with each kind of event, worked out on its first record.
-    routes: FxMap<Arc<str>, Arc<Route>>,
+    /// What to do with each kind of event, worked out on its first record. Counted without
+    /// atomics (`Rc`): an engine stays on its thread, and a locked count per record stalls
+    /// the core on the record's cache misses.
+    routes: FxMap<Arc<str>, Rc<Route>>,
     /// Every customer's events, for `across customers` (only of events some moment reads
     /// so), by place in `Layout::shop`.
     shop_history: Vec<Vec<EventRecord>>,
@@ -1338,7 +1341,7 @@ impl<'m> Engine<'m> {
     }
 
     /// What to do with `event`, worked out once.
-    fn route(&mut self, event: &str) -> Arc<Route> {
+    fn route(&mut self, event: &str) -> Rc<Route> {
         if let Some(route) = self.routes.get(event) {
             return route.clone();
         }
@@ -1349,7 +1352,7 @@ impl<'m> Engine<'m> {
         };
         let slot = self.events.position(event);
         let place = |places: &[Option<usize>]| slot.and_then(|s| places.get(s).copied().flatten());
-        let route = Arc::new(Route {
+        let route = Rc::new(Route {
             // INVARIANT: `Layout::own` has a place for the events `keep` keeps (all of
             // them with `keep` off), and `Layout::shop` for those of `across_events`.
             own: place(&self.layout.own).map(|p| (p, kept(false).flatten())),

@@ -146,7 +146,12 @@ pub fn write_key(value: &Value, key: &mut String) -> bool {
     key.clear();
     let _ = match value {
         Value::Null => write!(key, "z"),
-        Value::Text(t) => write!(key, "t{t}"),
+        // The usual key (a product id), written without the formatting machinery.
+        Value::Text(t) => {
+            key.push('t');
+            key.push_str(t);
+            Ok(())
+        }
         Value::Int(n) => write!(key, "n{}", *n as f64),
         Value::Number(n) => write!(key, "n{}", if *n == 0.0 { 0.0 } else { *n }),
         Value::Bool(b) => write!(key, "b{b}"),
