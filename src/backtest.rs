@@ -1,18 +1,44 @@
-//! A backtest's output: `entries.ndjson` and `sends.ndjson`, written as the engine decides,
-//! sorted with bounded memory ([`SortedFile`]), with the counts for the summary. `moments
-//! backtest` writes them on a thread of their own, beside the engines
-//! ([`crate::lanes::run_beside`]).
+//! A backtest's output: `entries.ndjson` and `sends.ndjson`, sorted with bounded memory
+//! ([`SortedFile`]), with the counts for the summary. Each engine writes its own part of
+//! both files as it decides, on its own thread ([`run`]), and the parts are merged at the
+//! end: what the engines decide never crosses to another thread.
 
 use std::io;
 use std::path::Path;
 
-use crate::engine::Sink;
+use chrono::{DateTime, Utc};
+
+use crate::engine::{self, Sink};
 use crate::fx::FxMap;
 use crate::model::Model;
 use crate::outcome::{count_entry, Entry, Send, Summary};
 use crate::sorted_file::{Key, SortedFile, DEFAULT_BUDGET};
+use crate::value::Record;
 
-/// The files of one backtest being written.
+/// Backtests `model` over `records` up to `to`, reporting the entries triggered from
+/// `from` on, with `engines` engines side by side, into the files in `dir` (which must
+/// exist); each engine holds up to `budget` bytes of each file in memory (16 MiB when
+/// `None`). Returns what was written and the number of evaluations that ran out of fuel.
+pub fn run(
+    model: &Model,
+    records: impl Iterator<Item = Record>,
+    (from, to): (Option<DateTime<Utc>>, DateTime<Utc>),
+    engines: usize,
+    dir: &Path,
+    budget: Option<usize>,
+) -> io::Result<(Written, u64)> {
+    let mut parts: Vec<BacktestFiles> = (0..engines.max(1))
+        .map(|part| BacktestFiles::part(dir, model, part, budget))
+        .collect();
+    let sinks = parts
+        .iter_mut()
+        .map(|part| part as &mut (dyn Sink + std::marker::Send))
+        .collect();
+    let out_of_fuel = engine::run_partitioned(model, records, from, to, sinks)?;
+    Ok((BacktestFiles::finish_all(parts)?, out_of_fuel))
+}
+
+/// One engine's part of the files of a backtest being written.
 pub struct BacktestFiles {
     /// Each moment id's place among the campaigns' ids, in order: an entry's sort key
     /// starts with it rather than with the id, so that the sort tells most keys apart by
@@ -36,9 +62,10 @@ pub struct Written {
 }
 
 impl BacktestFiles {
-    /// Files in `dir` (which must exist) for the entries and sends of `model`'s moments,
-    /// holding up to `budget` bytes of each in memory.
-    pub fn new(dir: &Path, model: &Model, budget: Option<usize>) -> BacktestFiles {
+    /// Part `part` of the files in `dir` (which must exist) for the entries and sends of
+    /// `model`'s moments, for one engine, holding up to `budget` bytes of each in memory:
+    /// see [`BacktestFiles::finish_all`].
+    pub fn part(dir: &Path, model: &Model, part: usize, budget: Option<usize>) -> BacktestFiles {
         let budget = budget.unwrap_or(DEFAULT_BUDGET);
         // `Model::moments` is sorted by id, so a moment's index is its rank. INVARIANT: ranks
         // below `u16::MAX` only; a moment past them, or not among the campaigns, sorts by
@@ -51,34 +78,45 @@ impl BacktestFiles {
             .collect();
         BacktestFiles {
             ranks,
-            entries: SortedFile::new(&dir.join("entries.ndjson"), budget),
-            sends: SortedFile::new(&dir.join("sends.ndjson"), budget),
+            entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget),
+            sends: SortedFile::part(&dir.join("sends.ndjson"), part, budget),
             summary: Summary::new(),
             key: Key::new(),
             error: None,
         }
     }
 
-    /// Write the files out: both at once, on two threads when a second one can be had
-    /// (each merges its own runs).
-    pub fn finish(self) -> io::Result<Written> {
-        if let Some(e) = self.error {
-            return Err(e);
+    /// Write out the files of which `parts` are the parts, merged: both files at once, on
+    /// two threads when a second one can be had.
+    ///
+    /// INVARIANT: lines with equal sort keys come from one part. An entry's key holds its
+    /// customer, and a send's its send id, which holds the customer; an engine decides for
+    /// whole customers. So the files do not depend on how the customers were split.
+    pub fn finish_all(parts: Vec<BacktestFiles>) -> io::Result<Written> {
+        let mut summary = Summary::new();
+        let mut entries = Vec::with_capacity(parts.len());
+        let mut sends = Vec::with_capacity(parts.len());
+        for part in parts {
+            if let Some(e) = part.error {
+                return Err(e);
+            }
+            for (moment, fates) in part.summary {
+                let counts = summary.entry(moment).or_default();
+                for (fate, n) in fates {
+                    *counts.entry(fate).or_default() += n;
+                }
+            }
+            entries.push(part.entries);
+            sends.push(part.sends);
         }
-        let BacktestFiles {
-            entries,
-            sends,
-            summary,
-            ..
-        } = self;
         // The sends on a thread of their own; here when one cannot be had.
         let mut sends = Some(sends);
         let mut sends_written = None;
         let entries_written = std::thread::scope(|scope| {
             let sends_thread = std::thread::Builder::new()
                 .name("moments-sends".to_string())
-                .spawn_scoped(scope, || sends.take().map(SortedFile::finish));
-            let entries_written = entries.finish();
+                .spawn_scoped(scope, || sends.take().map(SortedFile::finish_all));
+            let entries_written = SortedFile::finish_all(entries);
             if let Ok(thread) = sends_thread {
                 sends_written = thread
                     .join()
@@ -87,7 +125,7 @@ impl BacktestFiles {
             entries_written
         });
         let sends_written = match sends.take() {
-            Some(file) => file.finish(),
+            Some(parts) => SortedFile::finish_all(parts),
             None => sends_written
                 .unwrap_or_else(|| Err(io::Error::other("the sends file was not finished"))),
         };

@@ -1,10 +1,10 @@
 //! Engines on threads of their own writing into one sink on another thread.
 //!
 //! [`run_beside`] splits the customers between engines ([`engine::run_partitioned`]) and
-//! hands what they decide to one [`Sink`] that lives on its own thread: the backtest's
-//! sorted files, or a tick's SQLite transaction (which cannot move between threads, so it
-//! is opened there). Each engine writes into a [`Lane`], which hands batches over a bounded
-//! channel.
+//! hands what they decide to one [`Sink`] that lives on its own thread: a tick's SQLite
+//! transaction (which cannot move between threads, so it is opened there). Each engine
+//! writes into a [`Lane`], which hands batches over a bounded channel. (A backtest's
+//! engines write their own parts of the files instead: [`crate::backtest::run`].)
 //!
 //! INVARIANT: the sink gets each lane's entries in the order the lane got them, and its
 //! sends likewise. An engine decides for whole customers, so one customer's entries (and

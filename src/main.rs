@@ -627,18 +627,14 @@ fn backtest(
     }
     let started = std::time::Instant::now();
     let (ran, mut stream, unsorted) = dataset.with_records(|stream| {
-        moments::lanes::run_beside(
+        moments::backtest::run(
             &model,
             Progress::new(stream.by_ref(), "backtest"),
-            Some(from),
-            to,
+            (Some(from), to),
             engine_threads(threads),
-            || Ok(moments::backtest::BacktestFiles::new(out, &model, None)),
-            moments::backtest::BacktestFiles::finish,
+            out,
+            None,
         )
-        .map_err(|e| match e {
-            moments::lanes::BesideError::Thread(e) | moments::lanes::BesideError::Sink(e) => e,
-        })
     });
     note_unsorted(unsorted);
     let rejects = stream.take_rejects();

@@ -2,9 +2,13 @@
 //!
 //! Lines come in any order, each with a sort key (bytes, compared lexicographically; see
 //! [`Key`]). Up to a budget they are held in memory; past it the held lines are sorted and
-//! written to a run file next to the output, and at the end the runs are merged. Lines with
-//! equal keys keep the order they came in, so the output is a deterministic function of
-//! the lines pushed, whatever the budget.
+//! written to a run file next to the output, and at the end the runs and what is still held
+//! are merged. Lines with equal keys keep the order they came in, so the output is a
+//! deterministic function of the lines pushed, whatever the budget.
+//!
+//! One file can be written in parts, each on a thread of its own ([`SortedFile::part`]),
+//! and merged into one at the end ([`SortedFile::finish_all`]): lines with equal keys then
+//! come part by part, in the order of the parts.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -108,9 +112,11 @@ impl Held {
     }
 }
 
-/// An NDJSON file being written in key order.
+/// An NDJSON file (or a part of one) being written in key order.
 pub struct SortedFile {
     path: PathBuf,
+    /// Which part of the file this is: it names the part's run files.
+    part: usize,
     budget: usize,
     /// Keys and lines held, back to back; `held` indexes them.
     bytes: Vec<u8>,
@@ -123,8 +129,15 @@ pub struct SortedFile {
 impl SortedFile {
     /// A sorted file at `path`, holding up to `budget` bytes of lines in memory.
     pub fn new(path: &Path, budget: usize) -> SortedFile {
+        SortedFile::part(path, 0, budget)
+    }
+
+    /// Part `part` of the sorted file at `path`, holding up to `budget` bytes of lines in
+    /// memory; the parts are written out together by [`SortedFile::finish_all`].
+    pub fn part(path: &Path, part: usize, budget: usize) -> SortedFile {
         SortedFile {
             path: path.to_path_buf(),
+            part,
             budget: budget.max(1),
             bytes: Vec::new(),
             held: Vec::new(),
@@ -180,7 +193,7 @@ impl SortedFile {
 
     /// Write the held lines, sorted, to a new run file.
     fn spill(&mut self) -> io::Result<()> {
-        let path = run_path(&self.path, self.runs.len());
+        let path = run_path(&self.path, self.part, self.runs.len());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
         for held in self.sorted_held() {
             out.write_all(&held.key_len.to_le_bytes())?;
@@ -195,24 +208,54 @@ impl SortedFile {
     }
 
     /// Write the file; returns how many lines it has. Run files are removed.
-    pub fn finish(mut self) -> io::Result<u64> {
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&self.path)?);
-        if self.runs.is_empty() {
-            for held in self.sorted_held() {
-                out.write_all(held.line(&self.bytes))?;
-                out.write_all(b"\n")?;
-            }
-        } else {
-            if !self.held.is_empty() {
-                self.spill()?;
-            }
-            merge(&self.runs, &mut out)?;
+    pub fn finish(self) -> io::Result<u64> {
+        SortedFile::finish_all(vec![self])
+    }
+
+    /// Write the file of which `parts` are the parts (all with the same path), merged;
+    /// returns how many lines it has. Run files are removed.
+    pub fn finish_all(mut parts: Vec<SortedFile>) -> io::Result<u64> {
+        let Some(path) = parts.first().map(|p| p.path.clone()) else {
+            return Ok(0);
+        };
+        if parts.iter().any(|p| p.path != path) {
+            return Err(io::Error::other(
+                "the parts of a sorted file differ in path",
+            ));
         }
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
+        let lines = parts.iter().map(|p| p.lines).sum();
+        if let [only] = &mut parts[..] {
+            if only.runs.is_empty() {
+                // All in memory: no merge.
+                for held in only.sorted_held() {
+                    out.write_all(held.line(&only.bytes))?;
+                    out.write_all(b"\n")?;
+                }
+                out.flush()?;
+                return Ok(lines);
+            }
+        }
+        // Each part's runs in the order written, then what it still holds: the order in
+        // which its lines came, as far as equal keys go.
+        let mut sources = Vec::new();
+        for part in &mut parts {
+            for run in &part.runs {
+                sources.push(Source::Run(BufReader::with_capacity(
+                    256 * 1024,
+                    File::open(run)?,
+                )));
+            }
+            let held = part.sorted_held();
+            sources.push(Source::Held {
+                bytes: &part.bytes,
+                held: held.into_iter(),
+            });
+        }
+        merge(sources, &mut out)?;
         out.flush()?;
-        for run in &self.runs {
-            let _ = std::fs::remove_file(run);
-        }
-        Ok(self.lines)
+        // The parts' run files are removed as they drop.
+        Ok(lines)
     }
 }
 
@@ -224,25 +267,46 @@ impl Drop for SortedFile {
     }
 }
 
-/// `entries.ndjson` → `.entries.ndjson.run-3`, a hidden file beside it.
-fn run_path(path: &Path, index: usize) -> PathBuf {
+/// `entries.ndjson` → `.entries.ndjson.run-3` (part 0) or `.entries.ndjson.run-1-3`, a
+/// hidden file beside it.
+fn run_path(path: &Path, part: usize, index: usize) -> PathBuf {
     let name = path
         .file_name()
         .map_or_else(|| "sorted".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!(".{name}.run-{index}"))
+    match part {
+        0 => path.with_file_name(format!(".{name}.run-{index}")),
+        _ => path.with_file_name(format!(".{name}.run-{part}-{index}")),
+    }
 }
 
-/// One run file being read: its next (key, line).
-struct RunReader {
-    input: BufReader<File>,
+/// Sorted lines to merge: a run file being read, or the lines a part still holds.
+enum Source<'a> {
+    Run(BufReader<File>),
+    Held {
+        bytes: &'a [u8],
+        held: std::vec::IntoIter<Held>,
+    },
 }
 
-impl RunReader {
+impl Source<'_> {
     /// Reads the next key and line into `key` and `line` (their room is reused); `false`
-    /// at the end of the run.
+    /// at the end.
     fn next_into(&mut self, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Result<bool> {
+        let input = match self {
+            Source::Held { bytes, held } => {
+                let Some(next) = held.next() else {
+                    return Ok(false);
+                };
+                key.clear();
+                key.extend_from_slice(next.key(bytes));
+                line.clear();
+                line.extend_from_slice(next.line(bytes));
+                return Ok(true);
+            }
+            Source::Run(input) => input,
+        };
         let mut lengths = [0u8; 8];
-        match self.input.read_exact(&mut lengths) {
+        match input.read_exact(&mut lengths) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
@@ -250,35 +314,30 @@ impl RunReader {
         let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
         let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
         key.resize(key_len as usize, 0);
-        self.input.read_exact(key)?;
+        input.read_exact(key)?;
         line.resize(line_len as usize, 0);
-        self.input.read_exact(line)?;
+        input.read_exact(line)?;
         Ok(true)
     }
 }
 
-/// Merge sorted runs into `out`; equal keys come from the earlier run first.
-fn merge(runs: &[PathBuf], out: &mut impl Write) -> io::Result<()> {
-    let mut readers = Vec::with_capacity(runs.len());
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(runs.len());
+/// Merge sorted sources into `out`; equal keys come from the earlier source first.
+fn merge(mut sources: Vec<Source<'_>>, out: &mut impl Write) -> io::Result<()> {
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(sources.len());
     let mut heap = BinaryHeap::new();
-    for (index, path) in runs.iter().enumerate() {
-        let mut reader = RunReader {
-            input: BufReader::with_capacity(256 * 1024, File::open(path)?),
-        };
+    for (index, source) in sources.iter_mut().enumerate() {
         let (mut key, mut line) = (Vec::new(), Vec::new());
-        if reader.next_into(&mut key, &mut line)? {
+        if source.next_into(&mut key, &mut line)? {
             heap.push(Reverse((key, index)));
         }
-        readers.push(reader);
         lines.push(line);
     }
-    // Each run's key goes back into the heap with its next key read into it, and its line
-    // buffer is reused too: no allocation per line.
+    // Each source's key goes back into the heap with its next key read into it, and its
+    // line buffer is reused too: no allocation per line.
     while let Some(Reverse((mut key, index))) = heap.pop() {
         out.write_all(&lines[index])?;
         out.write_all(b"\n")?;
-        if readers[index].next_into(&mut key, &mut lines[index])? {
+        if sources[index].next_into(&mut key, &mut lines[index])? {
             heap.push(Reverse((key, index)));
         }
     }

@@ -1,13 +1,11 @@
 //! Sorted output with bounded memory: whatever the budget (one run or many spilled to
-//! disk), the file is the lines stably sorted by key, and a backtest written that way is
-//! byte for byte the engine's sorted output.
+//! disk) and the number of parts it is written in, the file is the lines stably sorted by
+//! key, and a backtest written that way is byte for byte the engine's sorted output.
 
 mod common;
 
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
-use moments::backtest::BacktestFiles;
-use moments::lanes::run_beside;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
 
@@ -54,14 +52,24 @@ proptest! {
     fn lines_come_out_stably_sorted_by_key(
         items in proptest::collection::vec(item(), 0..120),
         budget in prop_oneof![Just(1usize), 1usize..400, Just(1 << 20)],
+        parts in prop_oneof![Just(1usize), 2usize..4],
     ) {
         let dir = TempDir::new("sorted");
         let path = dir.join("out.ndjson");
-        let mut file = SortedFile::new(&path, budget);
+        // Written in parts as the engines write them: the lines of one string (a customer)
+        // all in one part, so equal keys are too.
+        let mut files: Vec<SortedFile> =
+            (0..parts).map(|part| SortedFile::part(&path, part, budget)).collect();
         for (index, item) in items.iter().enumerate() {
-            file.push(&key(item), format!("{index} {}", item.4).as_bytes()).unwrap();
+            let part = item.1.bytes().map(usize::from).sum::<usize>() % parts;
+            files[part].push(&key(item), format!("{index} {}", item.4).as_bytes()).unwrap();
         }
-        prop_assert_eq!(file.finish().unwrap(), items.len() as u64);
+        let lines = if parts == 1 {
+            files.pop().unwrap().finish()
+        } else {
+            SortedFile::finish_all(files)
+        };
+        prop_assert_eq!(lines.unwrap(), items.len() as u64);
         // What the key stands for, compared as the values themselves.
         let mut expected: Vec<(usize, &Item)> = items.iter().enumerate().collect();
         expected.sort_by(|(_, a), (_, b)| {
@@ -98,19 +106,18 @@ fn a_backtest_written_in_small_runs_by_one_or_several_engines_is_the_engines_sor
     let expected_sends = ndjson(&in_memory.sends);
     assert!(in_memory.sends.len() > 1_000, "{}", in_memory.sends.len());
 
-    // Written on the output thread as `moments backtest` does, by one engine or by three
-    // side by side (each deciding for a third of the customers); 256 KiB: the entries
-    // spill in dozens of runs.
+    // Written as `moments backtest` does, by one engine or by three side by side (each
+    // deciding for a third of the customers and writing its own part); 256 KiB: the
+    // entries spill in dozens of runs.
     for engines in [1, 3] {
         let dir = TempDir::new("backtest-runs");
-        let (written, _) = run_beside(
+        let (written, _) = moments::backtest::run(
             &model,
             data.records(),
-            from,
-            to,
+            (from, to),
             engines,
-            || Ok(BacktestFiles::new(dir.path(), &model, Some(256 << 10))),
-            BacktestFiles::finish,
+            dir.path(),
+            Some(256 << 10),
         )
         .expect("write");
         assert_eq!(written.entries, in_memory.entries.len() as u64);
