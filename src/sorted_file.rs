@@ -179,23 +179,22 @@ impl SortedFile {
         Ok(())
     }
 
-    /// The held lines in order (stable: equal keys in the order pushed).
-    fn sorted_held(&mut self) -> Vec<Held> {
+    /// Sort the held lines (stable: equal keys in the order pushed).
+    fn sort_held(&mut self) {
         let bytes = &self.bytes;
-        let mut held = std::mem::take(&mut self.held);
-        held.sort_by(|a, b| {
+        self.held.sort_by(|a, b| {
             a.prefix
                 .cmp(&b.prefix)
                 .then_with(|| a.key(bytes).cmp(b.key(bytes)))
         });
-        held
     }
 
     /// Write the held lines, sorted, to a new run file.
     fn spill(&mut self) -> io::Result<()> {
         let path = run_path(&self.path, self.part, self.runs.len());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
-        for held in self.sorted_held() {
+        self.sort_held();
+        for held in &self.held {
             out.write_all(&held.key_len.to_le_bytes())?;
             out.write_all(&held.line_len.to_le_bytes())?;
             out.write_all(held.key(&self.bytes))?;
@@ -203,7 +202,9 @@ impl SortedFile {
         }
         out.flush()?;
         self.runs.push(path);
+        // Both keep their room for the next run: memory touched once.
         self.bytes.clear();
+        self.held.clear();
         Ok(())
     }
 
@@ -228,7 +229,8 @@ impl SortedFile {
         if let [only] = &mut parts[..] {
             if only.runs.is_empty() {
                 // All in memory: no merge.
-                for held in only.sorted_held() {
+                only.sort_held();
+                for held in &only.held {
                     out.write_all(held.line(&only.bytes))?;
                     out.write_all(b"\n")?;
                 }
@@ -246,10 +248,10 @@ impl SortedFile {
                     File::open(run)?,
                 )));
             }
-            let held = part.sorted_held();
+            part.sort_held();
             sources.push(Source::Held {
                 bytes: &part.bytes,
-                held: held.into_iter(),
+                held: part.held.iter(),
             });
         }
         merge(sources, &mut out)?;
@@ -284,7 +286,7 @@ enum Source<'a> {
     Run(BufReader<File>),
     Held {
         bytes: &'a [u8],
-        held: std::vec::IntoIter<Held>,
+        held: std::slice::Iter<'a, Held>,
     },
 }
 
