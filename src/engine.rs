@@ -2542,14 +2542,24 @@ pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let local = at.with_timezone(&zone);
-    format!(
-        "{} {} {:02}:{:02}",
-        local.day(),
-        MONTHS[local.month0() as usize % 12],
-        local.hour(),
-        local.minute()
-    )
+    // The local date and time worked out once, not per field.
+    let local = at.with_timezone(&zone).naive_local();
+    let (day, minutes) = (local.day(), local.num_seconds_from_midnight() / 60);
+    let mut text = String::with_capacity(12);
+    if day >= 10 {
+        text.push(char::from(b'0' + (day / 10 % 10) as u8));
+    }
+    text.push(char::from(b'0' + (day % 10) as u8));
+    text.push(' ');
+    text.push_str(MONTHS[local.month0() as usize % 12]);
+    text.push(' ');
+    for n in [minutes / 60, minutes % 60] {
+        text.push(char::from(b'0' + (n / 10 % 10) as u8));
+        text.push(char::from(b'0' + (n % 10) as u8));
+        text.push(':');
+    }
+    text.pop();
+    text
 }
 
 /// `1h`, `7d`, `90m`: a duration as the language writes it.

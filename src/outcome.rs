@@ -238,26 +238,25 @@ fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
         );
         return;
     }
-    let two = |out: &mut Vec<u8>, n: u32| {
-        out.push(b'0' + (n / 10) as u8);
-        out.push(b'0' + (n % 10) as u8);
+    // Filled in place and written at once: the date is worked out from chrono's packed
+    // form once, not per field.
+    let date = at.date_naive();
+    let seconds = at.num_seconds_from_midnight();
+    let mut text = *b"\"0000-00-00T00:00:00Z\"";
+    let mut two = |at: usize, n: u32| {
+        text[at] = b'0' + (n / 10 % 10) as u8;
+        text[at + 1] = b'0' + (n % 10) as u8;
     };
-    out.push(b'"');
     // INVARIANT: 0 <= year <= 9999, checked above.
     let year = year as u32;
-    two(out, year / 100);
-    two(out, year % 100);
-    out.push(b'-');
-    two(out, at.month());
-    out.push(b'-');
-    two(out, at.day());
-    out.push(b'T');
-    two(out, at.hour());
-    out.push(b':');
-    two(out, at.minute());
-    out.push(b':');
-    two(out, at.second());
-    out.extend_from_slice(b"Z\"");
+    two(1, year / 100);
+    two(3, year % 100);
+    two(6, date.month());
+    two(9, date.day());
+    two(12, seconds / 3600);
+    two(15, seconds / 60 % 60);
+    two(18, seconds % 60);
+    out.extend_from_slice(&text);
 }
 
 /// An instant as chrono writes it (RFC 3339, `Z`, fractions of a second only when there
