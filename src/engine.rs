@@ -485,9 +485,11 @@ pub fn partition(customer_id: &str, parts: usize) -> usize {
     (schedule::fnv1a64(customer_id.as_bytes()) % parts.max(1) as u64) as usize
 }
 
-/// Records handed to an engine thread at once, and batches it may have waiting.
+/// Records handed to an engine thread at once, and batches it may have waiting: enough
+/// that an engine busy for a while (writing a run of a backtest's files) does not stop the
+/// records of the others.
 const RECORD_BATCH: usize = 1024;
-const RECORD_BATCHES_AHEAD: usize = 4;
+const RECORD_BATCHES_AHEAD: usize = 32;
 
 /// [`run_into`] split between engines on threads of their own, one per sink: each decides
 /// for the customers [`partition`] gives it. A customer's records go to their engine only;
