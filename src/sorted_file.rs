@@ -8,12 +8,14 @@
 //!
 //! One file can be written in parts, each on a thread of its own ([`SortedFile::part`]),
 //! and merged into one at the end ([`SortedFile::finish_all`]): lines with equal keys then
-//! come part by part, in the order of the parts.
+//! come part by part, in the order of the parts. A large file is merged in two halves at
+//! once, split at a key taken from marks the runs keep, each half written where it goes
+//! in the file.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -23,6 +25,12 @@ pub const DEFAULT_BUDGET: usize = 16 << 20;
 /// The write buffer of runs and of the final file: writes of whole pages, a few hundred per
 /// run, rather than one per 8 KiB.
 const WRITE_BUFFER: usize = 1 << 20;
+/// A file of at least this many budgets with runs on disk (64 MiB by default) is merged in
+/// two halves at once, on two threads, each writing its own stretch of the file: the merge
+/// is what is left to do when everything else is done.
+const SPLIT_FROM_BUDGETS: u64 = 4;
+/// A run keeps the key and place of one line in this many: where a half can start.
+const MARK_EVERY: usize = 1024;
 
 /// A sort key whose byte order is the order of the values pushed into it.
 #[derive(Debug, Default, Clone)]
@@ -122,8 +130,28 @@ pub struct SortedFile {
     bytes: Vec<u8>,
     /// The lines held, in the order pushed.
     held: Vec<Held>,
-    runs: Vec<PathBuf>,
+    runs: Vec<Run>,
     lines: u64,
+    /// The bytes the lines take in the file, newlines included.
+    written: u64,
+}
+
+/// A run on disk: its lines sorted, each as its key's and line's lengths (`u32`, little
+/// endian), the key and the line.
+struct Run {
+    path: PathBuf,
+    /// Its length in bytes.
+    len: u64,
+    /// One line in `MARK_EVERY`, from the first on, in order.
+    marks: Vec<Mark>,
+}
+
+/// A line of a run: its key, where it starts, and the bytes the run's lines before it take
+/// in the file.
+struct Mark {
+    key: Vec<u8>,
+    offset: u64,
+    written: u64,
 }
 
 impl SortedFile {
@@ -143,6 +171,7 @@ impl SortedFile {
             held: Vec::new(),
             runs: Vec::new(),
             lines: 0,
+            written: 0,
         }
     }
 
@@ -173,6 +202,7 @@ impl SortedFile {
             line_len,
         });
         self.lines += 1;
+        self.written += u64::from(line_len) + 1;
         if self.bytes.len() + self.held.len() * std::mem::size_of::<Held>() >= self.budget {
             self.spill()?;
         }
@@ -194,14 +224,29 @@ impl SortedFile {
         let path = run_path(&self.path, self.part, self.runs.len());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
         self.sort_held();
-        for held in &self.held {
+        let (mut offset, mut written, mut marks) = (0u64, 0u64, Vec::new());
+        for (i, held) in self.held.iter().enumerate() {
+            let key = held.key(&self.bytes);
+            if i % MARK_EVERY == 0 {
+                marks.push(Mark {
+                    key: key.to_vec(),
+                    offset,
+                    written,
+                });
+            }
             out.write_all(&held.key_len.to_le_bytes())?;
             out.write_all(&held.line_len.to_le_bytes())?;
-            out.write_all(held.key(&self.bytes))?;
+            out.write_all(key)?;
             out.write_all(held.line(&self.bytes))?;
+            offset += 8 + u64::from(held.key_len) + u64::from(held.line_len);
+            written += u64::from(held.line_len) + 1;
         }
         out.flush()?;
-        self.runs.push(path);
+        self.runs.push(Run {
+            path,
+            len: offset,
+            marks,
+        });
         // Both keep their room for the next run: memory touched once.
         self.bytes.clear();
         self.held.clear();
@@ -238,33 +283,165 @@ impl SortedFile {
                 return Ok(lines);
             }
         }
-        // Each part's runs in the order written, then what it still holds: the order in
-        // which its lines came, as far as equal keys go.
-        let mut sources = Vec::new();
         for part in &mut parts {
-            for run in &part.runs {
-                sources.push(Source::Run(BufReader::with_capacity(
-                    256 * 1024,
-                    File::open(run)?,
-                )));
-            }
             part.sort_held();
-            sources.push(Source::Held {
-                bytes: &part.bytes,
-                held: part.held.iter(),
-            });
         }
-        merge(sources, &mut out)?;
-        out.flush()?;
-        // The parts' run files are removed as they drop.
+        let written: u64 = parts.iter().map(|p| p.written).sum();
+        let split_from = parts[0].budget as u64 * SPLIT_FROM_BUDGETS;
+        let split = (written >= split_from).then(|| split_key(&parts)).flatten();
+        let Some(split) = split else {
+            merge(sources(&parts, None)?, &mut out)?;
+            out.flush()?;
+            // The parts' run files are removed as they drop.
+            return Ok(lines);
+        };
+        // Lines before the split key in one half, the rest in the other, written at once
+        // where each belongs in the file; the second half on a thread of its own (here,
+        // after the first, when one cannot be had).
+        let (first, second, second_at) = halves(&parts, &split)?;
+        let write_second = |second: Vec<Source<'_>>| -> io::Result<()> {
+            let mut file = File::options().write(true).open(&path)?;
+            file.seek(SeekFrom::Start(second_at))?;
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+            merge(second, &mut out)?;
+            out.flush()
+        };
+        let mut second = Some(second);
+        let mut second_written = None;
+        let first_written = std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("moments-merge".to_string())
+                .spawn_scoped(scope, || second.take().map(write_second));
+            let first_written = merge(first, &mut out).and_then(|()| out.flush());
+            if let Ok(thread) = thread {
+                second_written = thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+            first_written
+        });
+        first_written?;
+        match second.take() {
+            Some(second) => write_second(second)?,
+            None => second_written.unwrap_or_else(|| Err(io::Error::other("a half not merged")))?,
+        }
         Ok(lines)
     }
+}
+
+/// The sources of `parts` to merge (their lines from `from` on, where given): each part's
+/// runs in the order written, then what it still holds (sorted): the order in which its
+/// lines came, as far as equal keys go.
+fn sources<'a>(parts: &'a [SortedFile], from: Option<&[Start]>) -> io::Result<Vec<Source<'a>>> {
+    let mut sources = Vec::new();
+    let mut starts = from.map(|starts| starts.iter());
+    let mut next_start = || starts.as_mut().and_then(|s| s.next()).copied();
+    for part in parts {
+        for run in &part.runs {
+            let start = next_start().map_or(0, |s| s.at);
+            let mut file = File::open(&run.path)?;
+            file.seek(SeekFrom::Start(start))?;
+            let input = file.take(run.len.saturating_sub(start));
+            sources.push(Source::Run(BufReader::with_capacity(256 * 1024, input)));
+        }
+        let start = next_start().map_or(0, |s| s.at) as usize;
+        sources.push(Source::Held {
+            bytes: &part.bytes,
+            held: part.held.get(start..).unwrap_or_default().iter(),
+        });
+    }
+    Ok(sources)
+}
+
+/// Where a source's lines from a key on start: a byte offset in a run, or an index among
+/// the lines held; and the bytes its lines before take in the file.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    at: u64,
+    written: u64,
+}
+
+/// A key that splits the lines of `parts` about in half (the median of the runs' marks and
+/// of as many of the held lines); `None` when there are no lines.
+fn split_key(parts: &[SortedFile]) -> Option<Vec<u8>> {
+    let mut keys: Vec<&[u8]> = Vec::new();
+    for part in parts {
+        for run in &part.runs {
+            keys.extend(run.marks.iter().map(|m| m.key.as_slice()));
+        }
+        keys.extend(
+            part.held
+                .iter()
+                .step_by(MARK_EVERY)
+                .map(|h| h.key(&part.bytes)),
+        );
+    }
+    keys.sort_unstable();
+    keys.get(keys.len() / 2).map(|k| k.to_vec())
+}
+
+/// The sources of `parts` split at `key`: those of the lines before it, those of the lines
+/// from it on, and where the latter start in the file.
+fn halves<'a>(
+    parts: &'a [SortedFile],
+    key: &[u8],
+) -> io::Result<(Vec<Source<'a>>, Vec<Source<'a>>, u64)> {
+    let mut starts = Vec::new();
+    for part in parts {
+        for run in &part.runs {
+            starts.push(run_start(run, key)?);
+        }
+        // INVARIANT: sorted by `sort_held`, in key order.
+        let at = part.held.partition_point(|h| h.key(&part.bytes) < key);
+        let written = part.held[..at]
+            .iter()
+            .map(|h| u64::from(h.line_len) + 1)
+            .sum();
+        starts.push(Start {
+            at: at as u64,
+            written,
+        });
+    }
+    let second_at = starts.iter().map(|s| s.written).sum();
+    // The first half: each source up to where the second starts.
+    let mut first = sources(parts, None)?;
+    for (source, start) in first.iter_mut().zip(&starts) {
+        match source {
+            Source::Run(input) => input.get_mut().set_limit(start.at),
+            Source::Held { held, .. } => {
+                *held = held.as_slice()[..start.at as usize].iter();
+            }
+        }
+    }
+    Ok((first, sources(parts, Some(&starts))?, second_at))
+}
+
+/// Where the lines of `run` from `key` on start: from the last mark before the key, line by
+/// line.
+fn run_start(run: &Run, key: &[u8]) -> io::Result<Start> {
+    let before = run.marks.partition_point(|m| m.key.as_slice() < key);
+    let Some(mark) = before.checked_sub(1).and_then(|i| run.marks.get(i)) else {
+        return Ok(Start { at: 0, written: 0 });
+    };
+    let mut file = File::open(&run.path)?;
+    file.seek(SeekFrom::Start(mark.offset))?;
+    let mut input = BufReader::with_capacity(256 * 1024, file.take(run.len - mark.offset));
+    let (mut at, mut written) = (mark.offset, mark.written);
+    let (mut line_key, mut line) = (Vec::new(), Vec::new());
+    while let Some(line_len) = read_line(&mut input, &mut line_key, &mut line)? {
+        if line_key.as_slice() >= key {
+            break;
+        }
+        at += 8 + line_key.len() as u64 + u64::from(line_len);
+        written += u64::from(line_len) + 1;
+    }
+    Ok(Start { at, written })
 }
 
 impl Drop for SortedFile {
     fn drop(&mut self) {
         for run in &self.runs {
-            let _ = std::fs::remove_file(run);
+            let _ = std::fs::remove_file(&run.path);
         }
     }
 }
@@ -281,9 +458,9 @@ fn run_path(path: &Path, part: usize, index: usize) -> PathBuf {
     }
 }
 
-/// Sorted lines to merge: a run file being read, or the lines a part still holds.
+/// Sorted lines to merge: (a stretch of) a run file being read, or lines a part holds.
 enum Source<'a> {
-    Run(BufReader<File>),
+    Run(BufReader<io::Take<File>>),
     Held {
         bytes: &'a [u8],
         held: std::slice::Iter<'a, Held>,
@@ -294,7 +471,7 @@ impl Source<'_> {
     /// Reads the next key and line into `key` and `line` (their room is reused); `false`
     /// at the end.
     fn next_into(&mut self, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Result<bool> {
-        let input = match self {
+        match self {
             Source::Held { bytes, held } => {
                 let Some(next) = held.next() else {
                     return Ok(false);
@@ -303,24 +480,33 @@ impl Source<'_> {
                 key.extend_from_slice(next.key(bytes));
                 line.clear();
                 line.extend_from_slice(next.line(bytes));
-                return Ok(true);
+                Ok(true)
             }
-            Source::Run(input) => input,
-        };
-        let mut lengths = [0u8; 8];
-        match input.read_exact(&mut lengths) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(e),
+            Source::Run(input) => Ok(read_line(input, key, line)?.is_some()),
         }
-        let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
-        let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
-        key.resize(key_len as usize, 0);
-        input.read_exact(key)?;
-        line.resize(line_len as usize, 0);
-        input.read_exact(line)?;
-        Ok(true)
     }
+}
+
+/// Reads a run's next key and line into `key` and `line`; the line's length, or `None` at
+/// the end.
+fn read_line(
+    input: &mut impl Read,
+    key: &mut Vec<u8>,
+    line: &mut Vec<u8>,
+) -> io::Result<Option<u32>> {
+    let mut lengths = [0u8; 8];
+    match input.read_exact(&mut lengths) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
+    let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
+    key.resize(key_len as usize, 0);
+    input.read_exact(key)?;
+    line.resize(line_len as usize, 0);
+    input.read_exact(line)?;
+    Ok(Some(line_len))
 }
 
 /// Merge sorted sources into `out`; equal keys come from the earlier source first.
