@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::engine::{self, Sink};
 use crate::fx::FxMap;
 use crate::model::Model;
-use crate::outcome::{count_entry, Entry, Send, Summary};
+use crate::outcome::{count_entry, Entry, Fate, Send, Summary};
 use crate::sorted_file::{Key, SortedFile, DEFAULT_BUDGET};
 use crate::value::Record;
 
@@ -38,6 +38,9 @@ pub fn run(
     Ok((BacktestFiles::finish_all(parts)?, out_of_fuel))
 }
 
+/// The fates an entry can have, and pending.
+const FATES: usize = Fate::ALL.len() + 1;
+
 /// One engine's part of the files of a backtest being written.
 pub struct BacktestFiles {
     /// Each moment id's place among the campaigns' ids, in order: an entry's sort key
@@ -46,6 +49,10 @@ pub struct BacktestFiles {
     ranks: FxMap<String, u16>,
     entries: SortedFile,
     sends: SortedFile,
+    /// The entries of each moment (by rank) by fate (by place in `Fate::ALL`, then
+    /// pending): counted without looking texts up per entry.
+    counts: Vec<(String, [u64; FATES])>,
+    /// The entries of moments without a rank.
     summary: Summary,
     /// Room for the next line's sort key.
     key: Key,
@@ -76,10 +83,17 @@ impl BacktestFiles {
             .zip(0..u16::MAX)
             .map(|(m, rank)| (m.id.clone(), rank))
             .collect();
+        let counts = model
+            .moments
+            .iter()
+            .take(u16::MAX as usize)
+            .map(|m| (m.id.clone(), [0; FATES]))
+            .collect();
         BacktestFiles {
             ranks,
             entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget),
             sends: SortedFile::part(&dir.join("sends.ndjson"), part, budget),
+            counts,
             summary: Summary::new(),
             key: Key::new(),
             error: None,
@@ -100,11 +114,20 @@ impl BacktestFiles {
             if let Some(e) = part.error {
                 return Err(e);
             }
-            for (moment, fates) in part.summary {
-                let counts = summary.entry(moment).or_default();
-                for (fate, n) in fates {
-                    *counts.entry(fate).or_default() += n;
-                }
+            let counted = part.counts.into_iter().flat_map(|(moment, counts)| {
+                let fates = Fate::ALL.iter().map(|f| f.as_str()).chain(["pending"]);
+                fates
+                    .zip(counts)
+                    .filter(|(_, n)| *n > 0)
+                    .map(move |(fate, n)| (moment.clone(), fate.to_string(), n))
+            });
+            let others = part.summary.into_iter().flat_map(|(moment, fates)| {
+                fates
+                    .into_iter()
+                    .map(move |(fate, n)| (moment.clone(), fate, n))
+            });
+            for (moment, fate, n) in counted.chain(others) {
+                *summary.entry(moment).or_default().entry(fate).or_default() += n;
             }
             entries.push(part.entries);
             sends.push(part.sends);
@@ -139,13 +162,21 @@ impl BacktestFiles {
 
 impl Sink for BacktestFiles {
     fn entry(&mut self, entry: Entry) {
-        count_entry(&mut self.summary, &entry);
+        let rank = self.ranks.get(&*entry.moment).copied();
+        let fate = entry
+            .fate
+            .and_then(|f| Fate::ALL.iter().position(|a| *a == f))
+            .unwrap_or(FATES - 1);
+        match rank.and_then(|r| self.counts.get_mut(usize::from(r))) {
+            Some((_, counts)) => counts[fate] += 1,
+            None => count_entry(&mut self.summary, &entry),
+        }
         if self.error.is_none() {
             // The order of `engine::entry_order`: the moment's rank is in the order of the
             // ids.
             let key = std::mem::take(&mut self.key).reuse();
-            let key = match self.ranks.get(&*entry.moment) {
-                Some(&rank) => key.rank(rank),
+            let key = match rank {
+                Some(rank) => key.rank(rank),
                 None => key.rank(u16::MAX).text(&entry.moment),
             };
             let key = key
