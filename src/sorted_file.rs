@@ -29,6 +29,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// two halves at once, on two threads, each writing its own stretch of the file: the merge
 /// is what is left to do when everything else is done.
 const SPLIT_FROM_BUDGETS: u64 = 4;
+/// Up to this many runs, all told, are merged in two halves: each half opens every run.
+const SPLIT_RUNS_AT_MOST: usize = 256;
 /// A run keeps the key and place of one line in this many: where a half can start.
 const MARK_EVERY: usize = 1024;
 
@@ -288,7 +290,10 @@ impl SortedFile {
         }
         let written: u64 = parts.iter().map(|p| p.written).sum();
         let split_from = parts[0].budget as u64 * SPLIT_FROM_BUDGETS;
-        let split = (written >= split_from).then(|| split_key(&parts)).flatten();
+        let runs: usize = parts.iter().map(|p| p.runs.len()).sum();
+        let split = (written >= split_from && runs <= SPLIT_RUNS_AT_MOST)
+            .then(|| split_key(&parts))
+            .flatten();
         let Some(split) = split else {
             merge(sources(&parts, None)?, &mut out)?;
             out.flush()?;
