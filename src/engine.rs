@@ -257,7 +257,9 @@ struct Customer {
     /// Running tallies of the events plain aggregates read, by place in `Layout::tally`.
     tallies: Vec<Tally>,
     /// Send instants per moment (sent and control), for `limit`.
-    moment_sends: FxMap<usize, Vec<DateTime<Utc>>>,
+    /// (A list, not a map: a customer has had few moments, and a map costs a cache miss
+    /// more per decision.)
+    moment_sends: Vec<(usize, Vec<DateTime<Utc>>)>,
     /// Send instants across moments (sent only), for the cap.
     sends: Vec<DateTime<Utc>>,
     /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
@@ -722,7 +724,9 @@ struct Engine<'m> {
     /// What to do with each kind of event, worked out on its first record. Counted without
     /// atomics (`Rc`): an engine stays on its thread, and a locked count per record stalls
     /// the core on the record's cache misses.
-    routes: FxMap<Arc<str>, Rc<Route>>,
+    /// Found by where the name is and its length: record kinds are `'static` (interned),
+    /// so those tell one apart without reading the name.
+    routes: FxMap<(usize, usize), Rc<Route>>,
     /// Every customer's events, for `across customers` (only of events some moment reads
     /// so), by place in `Layout::shop`.
     shop_history: Vec<Vec<EventRecord>>,
@@ -1362,8 +1366,12 @@ impl<'m> Engine<'m> {
     }
 
     /// What to do with `event`, worked out once.
-    fn route(&mut self, event: &str) -> Rc<Route> {
-        if let Some(route) = self.routes.get(event) {
+    fn route(&mut self, event: &'static str) -> Rc<Route> {
+        // INVARIANT: a `'static` text never moves nor changes, so two at the same place with
+        // the same length are the same text (the same text at two places makes two
+        // entries, each right).
+        let at = (event.as_ptr() as usize, event.len());
+        if let Some(route) = self.routes.get(&at) {
             return route.clone();
         }
         let kept = |across: bool| {
@@ -1390,7 +1398,7 @@ impl<'m> Engine<'m> {
                 .filter(|&i| self.moments[i].fires_on(event))
                 .collect(),
         });
-        self.routes.insert(Arc::from(event), route.clone());
+        self.routes.insert(at, route.clone());
         route
     }
 
@@ -1726,8 +1734,9 @@ impl<'m> Engine<'m> {
             if let Some((count, per)) = plan.limit {
                 let previous = customer
                     .moment_sends
-                    .get(&p.moment)
-                    .map_or(&[][..], |v| v.as_slice());
+                    .iter()
+                    .find(|(moment, _)| *moment == p.moment)
+                    .map_or(&[][..], |(_, sends)| sends.as_slice());
                 // How many sends the window holds, and the latest.
                 let (had, last) = previous
                     .iter()
@@ -1833,7 +1842,14 @@ impl<'m> Engine<'m> {
                     .checked_sub_signed(chrono::Duration::try_seconds(seconds)?)
             };
             if matches!(fate, Fate::Sent | Fate::Control) && limit_window.is_some() {
-                let sends = c.moment_sends.entry(p.moment).or_default();
+                let at = match c.moment_sends.iter().position(|(m, _)| *m == p.moment) {
+                    Some(at) => at,
+                    None => {
+                        c.moment_sends.push((p.moment, Vec::new()));
+                        c.moment_sends.len() - 1
+                    }
+                };
+                let sends = &mut c.moment_sends[at].1;
                 sends.push(p.send_at);
                 if let Some(from) = limit_window.flatten().and_then(window_from) {
                     cut_stale(sends, |t| *t, from);
