@@ -721,11 +721,11 @@ struct Engine<'m> {
     customer_ids: CustomerIds,
     /// Per gate event (see `MomentPlan::gate`), the customers who have had one, in order.
     gated: FxMap<Arc<str>, (u64, CustomerIds)>,
-    /// What to do with each kind of event, worked out on its first record. Counted without
-    /// atomics (`Rc`): an engine stays on its thread, and a locked count per record stalls
-    /// the core on the record's cache misses.
-    /// Found by where the name is and its length: record kinds are `'static` (interned),
-    /// so those tell one apart without reading the name.
+    /// What to do with each kind of event, worked out on its first record, found by where
+    /// the kind's name is and its length (record kinds are `'static` and interned, so that
+    /// tells them apart without reading the name). Counted without atomics (`Rc`): an
+    /// engine stays on its thread, and a locked count per record stalls the core on the
+    /// record's cache misses.
     routes: FxMap<(usize, usize), Rc<Route>>,
     /// Every customer's events, for `across customers` (only of events some moment reads
     /// so), by place in `Layout::shop`.
