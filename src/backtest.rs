@@ -12,7 +12,7 @@ use crate::engine::{self, Sink};
 use crate::fx::FxMap;
 use crate::model::Model;
 use crate::outcome::{count_entry, Entry, Fate, Send, Summary};
-use crate::sorted_file::{Key, SortedFile, DEFAULT_BUDGET};
+use crate::sorted_file::{at_once, Key, SortedFile, DEFAULT_BUDGET};
 use crate::value::Record;
 
 /// Backtests `model` over `records` up to `to`, reporting the entries triggered from
@@ -132,29 +132,15 @@ impl BacktestFiles {
             entries.push(part.entries);
             sends.push(part.sends);
         }
-        // The sends on a thread of their own; here when one cannot be had.
-        let mut sends = Some(sends);
-        let mut sends_written = None;
-        let entries_written = std::thread::scope(|scope| {
-            let sends_thread = std::thread::Builder::new()
-                .name("moments-sends".to_string())
-                .spawn_scoped(scope, || sends.take().map(SortedFile::finish_all));
-            let entries_written = SortedFile::finish_all(entries);
-            if let Ok(thread) = sends_thread {
-                sends_written = thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            }
-            entries_written
-        });
-        let sends_written = match sends.take() {
-            Some(parts) => SortedFile::finish_all(parts),
-            None => sends_written
-                .unwrap_or_else(|| Err(io::Error::other("the sends file was not finished"))),
-        };
+        // The sends on a thread of their own.
+        let (entries_written, sends_written) = at_once(
+            "moments-sends",
+            || SortedFile::finish_all(entries),
+            || SortedFile::finish_all(sends),
+        )?;
         Ok(Written {
-            entries: entries_written?,
-            sends: sends_written?,
+            entries: entries_written,
+            sends: sends_written,
             summary,
         })
     }

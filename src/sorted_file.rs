@@ -157,11 +157,6 @@ struct Mark {
 }
 
 impl SortedFile {
-    /// A sorted file at `path`, holding up to `budget` bytes of lines in memory.
-    pub fn new(path: &Path, budget: usize) -> SortedFile {
-        SortedFile::part(path, 0, budget)
-    }
-
     /// Part `part` of the sorted file at `path`, holding up to `budget` bytes of lines in
     /// memory; the parts are written out together by [`SortedFile::finish_all`].
     pub fn part(path: &Path, part: usize, budget: usize) -> SortedFile {
@@ -255,11 +250,6 @@ impl SortedFile {
         Ok(())
     }
 
-    /// Write the file; returns how many lines it has. Run files are removed.
-    pub fn finish(self) -> io::Result<u64> {
-        SortedFile::finish_all(vec![self])
-    }
-
     /// Write the file of which `parts` are the parts (all with the same path), merged;
     /// returns how many lines it has. Run files are removed.
     pub fn finish_all(mut parts: Vec<SortedFile>) -> io::Result<u64> {
@@ -295,64 +285,85 @@ impl SortedFile {
             .then(|| split_key(&parts))
             .flatten();
         let Some(split) = split else {
-            merge(sources(&parts, None)?, &mut out)?;
+            merge(sources(&parts, |_| 0..u64::MAX)?, &mut out)?;
             out.flush()?;
             // The parts' run files are removed as they drop.
             return Ok(lines);
         };
         // Lines before the split key in one half, the rest in the other, written at once
-        // where each belongs in the file; the second half on a thread of its own (here,
-        // after the first, when one cannot be had).
-        let (first, second, second_at) = halves(&parts, &split)?;
-        let write_second = |second: Vec<Source<'_>>| -> io::Result<()> {
-            let mut file = File::options().write(true).open(&path)?;
-            file.seek(SeekFrom::Start(second_at))?;
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-            merge(second, &mut out)?;
-            out.flush()
-        };
-        let mut second = Some(second);
-        let mut second_written = None;
-        let first_written = std::thread::scope(|scope| {
-            let thread = std::thread::Builder::new()
-                .name("moments-merge".to_string())
-                .spawn_scoped(scope, || second.take().map(write_second));
-            let first_written = merge(first, &mut out).and_then(|()| out.flush());
-            if let Ok(thread) = thread {
-                second_written = thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            }
-            first_written
-        });
-        first_written?;
-        match second.take() {
-            Some(second) => write_second(second)?,
-            None => second_written.unwrap_or_else(|| Err(io::Error::other("a half not merged")))?,
-        }
+        // where each belongs in the file.
+        let starts = starts_from(&parts, &split)?;
+        let second_at = starts.iter().map(|s| s.written).sum();
+        let first = sources(&parts, |i| 0..starts[i].at)?;
+        let second = sources(&parts, |i| starts[i].at..u64::MAX)?;
+        at_once(
+            "moments-merge",
+            || merge(first, &mut out).and_then(|()| out.flush()),
+            || {
+                let mut file = File::options().write(true).open(&path)?;
+                file.seek(SeekFrom::Start(second_at))?;
+                let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+                merge(second, &mut out)?;
+                out.flush()
+            },
+        )?;
         Ok(lines)
     }
 }
 
-/// The sources of `parts` to merge (their lines from `from` on, where given): each part's
-/// runs in the order written, then what it still holds (sorted): the order in which its
-/// lines came, as far as equal keys go.
-fn sources<'a>(parts: &'a [SortedFile], from: Option<&[Start]>) -> io::Result<Vec<Source<'a>>> {
+/// `here` on this thread and `there` on a thread of its own called `name`, at once (both
+/// here, one after the other, when a thread cannot be had).
+pub(crate) fn at_once<A, B: std::marker::Send>(
+    name: &str,
+    here: impl FnOnce() -> io::Result<A>,
+    there: impl FnOnce() -> io::Result<B> + std::marker::Send,
+) -> io::Result<(A, B)> {
+    let mut there = Some(there);
+    let (here_done, there_done) = std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn_scoped(scope, || there.take().map(|there| there()));
+        let here_done = here();
+        let there_done = thread.ok().and_then(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (here_done, there_done)
+    });
+    // Not done on its own thread: the thread could not be started, and left it here.
+    let there_done = match (there_done, there.take()) {
+        (Some(done), _) => done,
+        (None, Some(there)) => there(),
+        (None, None) => Err(io::Error::other(format!("`{name}` did not run"))),
+    };
+    Ok((here_done?, there_done?))
+}
+
+/// The sources of `parts` to merge, each source `i` from `bounds(i)` only (byte offsets
+/// in a run, indexes among the lines held): each part's runs in the order written, then
+/// what it still holds (sorted): the order in which its lines came, as far as equal keys
+/// go.
+fn sources(
+    parts: &[SortedFile],
+    bounds: impl Fn(usize) -> std::ops::Range<u64>,
+) -> io::Result<Vec<Source<'_>>> {
     let mut sources = Vec::new();
-    let mut starts = from.map(|starts| starts.iter());
-    let mut next_start = || starts.as_mut().and_then(|s| s.next()).copied();
     for part in parts {
         for run in &part.runs {
-            let start = next_start().map_or(0, |s| s.at);
+            let range = bounds(sources.len());
+            let (start, end) = (range.start.min(run.len), range.end.min(run.len));
             let mut file = File::open(&run.path)?;
             file.seek(SeekFrom::Start(start))?;
-            let input = file.take(run.len.saturating_sub(start));
+            let input = file.take(end.saturating_sub(start));
             sources.push(Source::Run(BufReader::with_capacity(256 * 1024, input)));
         }
-        let start = next_start().map_or(0, |s| s.at) as usize;
+        let range = bounds(sources.len());
+        let len = part.held.len() as u64;
+        let (start, end) = (range.start.min(len), range.end.min(len));
         sources.push(Source::Held {
             bytes: &part.bytes,
-            held: part.held.get(start..).unwrap_or_default().iter(),
+            held: part.held[start as usize..end.max(start) as usize].iter(),
         });
     }
     Ok(sources)
@@ -385,12 +396,9 @@ fn split_key(parts: &[SortedFile]) -> Option<Vec<u8>> {
     keys.get(keys.len() / 2).map(|k| k.to_vec())
 }
 
-/// The sources of `parts` split at `key`: those of the lines before it, those of the lines
-/// from it on, and where the latter start in the file.
-fn halves<'a>(
-    parts: &'a [SortedFile],
-    key: &[u8],
-) -> io::Result<(Vec<Source<'a>>, Vec<Source<'a>>, u64)> {
+/// Where the lines of `parts` from `key` on start in each source (in the order of
+/// [`sources`]).
+fn starts_from(parts: &[SortedFile], key: &[u8]) -> io::Result<Vec<Start>> {
     let mut starts = Vec::new();
     for part in parts {
         for run in &part.runs {
@@ -407,18 +415,7 @@ fn halves<'a>(
             written,
         });
     }
-    let second_at = starts.iter().map(|s| s.written).sum();
-    // The first half: each source up to where the second starts.
-    let mut first = sources(parts, None)?;
-    for (source, start) in first.iter_mut().zip(&starts) {
-        match source {
-            Source::Run(input) => input.get_mut().set_limit(start.at),
-            Source::Held { held, .. } => {
-                *held = held.as_slice()[..start.at as usize].iter();
-            }
-        }
-    }
-    Ok((first, sources(parts, Some(&starts))?, second_at))
+    Ok(starts)
 }
 
 /// Where the lines of `run` from `key` on start: from the last mark before the key, line by
