@@ -11,6 +11,7 @@ pub mod cron_expr;
 pub mod data;
 pub mod deliver;
 pub mod diagnostic;
+pub mod direct_io;
 pub mod engine;
 pub mod eval;
 pub mod explain;

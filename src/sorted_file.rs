@@ -8,30 +8,41 @@
 //!
 //! One file can be written in parts, each on a thread of its own ([`SortedFile::part`]),
 //! and merged into one at the end ([`SortedFile::finish_all`]): lines with equal keys then
-//! come part by part, in the order of the parts. A large file is merged in two halves at
-//! once, split at a key taken from marks the runs keep, each half written where it goes
-//! in the file.
+//! come part by part, in the order of the parts. A large file is merged in pieces at once,
+//! split at keys taken from marks the runs keep, each piece written where it goes in the
+//! file. Runs and files are written and read past the page cache ([`crate::direct_io`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+
+use crate::direct_io::{BlockReader, BlockWriter};
 
 /// Memory for held lines before a run is written, by default.
 pub const DEFAULT_BUDGET: usize = 16 << 20;
 /// The write buffer of runs and of the final file: writes of whole pages, a few hundred per
 /// run, rather than one per 8 KiB.
 const WRITE_BUFFER: usize = 1 << 20;
+/// The read buffer of each run being merged.
+const READ_BUFFER: usize = 1 << 20;
+/// The read buffers of one file's merge, all pieces together, at most; a buffer is never
+/// smaller than `READ_BUFFER_AT_LEAST`.
+const READ_BUFFERS: usize = 256 << 20;
+const READ_BUFFER_AT_LEAST: usize = 64 << 10;
 /// A file of at least this many budgets with runs on disk (64 MiB by default) is merged in
-/// two halves at once, on two threads, each writing its own stretch of the file: the merge
-/// is what is left to do when everything else is done.
+/// `MERGE_PIECES` pieces at once, on threads of their own, each writing its own stretch of
+/// the file: the merge is what is left to do when everything else is done.
 const SPLIT_FROM_BUDGETS: u64 = 4;
-/// Up to this many runs, all told, are merged in two halves: each half opens every run.
+/// Up to this many runs, all told, are merged in pieces: each piece opens every run.
 const SPLIT_RUNS_AT_MOST: usize = 256;
-/// A run keeps the key and place of one line in this many: where a half can start.
+/// The pieces a large file is merged in at once: the merge reads and writes past the
+/// page cache, so it waits on the disk more than on the CPU, and more pieces keep more
+/// reads and writes under way.
+const MERGE_PIECES: usize = 4;
+/// A run keeps the key and place of one line in this many: where a piece can start.
 const MARK_EVERY: usize = 1024;
 
 /// A sort key whose byte order is the order of the values pushed into it.
@@ -219,7 +230,7 @@ impl SortedFile {
     /// Write the held lines, sorted, to a new run file.
     fn spill(&mut self) -> io::Result<()> {
         let path = run_path(&self.path, self.part, self.runs.len());
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
+        let mut out = BlockWriter::create(&path, WRITE_BUFFER)?;
         self.sort_held();
         let (mut offset, mut written, mut marks) = (0u64, 0u64, Vec::new());
         for (i, held) in self.held.iter().enumerate() {
@@ -238,7 +249,7 @@ impl SortedFile {
             offset += 8 + u64::from(held.key_len) + u64::from(held.line_len);
             written += u64::from(held.line_len) + 1;
         }
-        out.flush()?;
+        out.finish()?;
         self.runs.push(Run {
             path,
             len: offset,
@@ -261,7 +272,7 @@ impl SortedFile {
                 "the parts of a sorted file differ in path",
             ));
         }
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, File::create(&path)?);
+        let mut out = BlockWriter::create(&path, WRITE_BUFFER)?;
         let lines = parts.iter().map(|p| p.lines).sum();
         if let [only] = &mut parts[..] {
             if only.runs.is_empty() {
@@ -271,7 +282,7 @@ impl SortedFile {
                     out.write_all(held.line(&only.bytes))?;
                     out.write_all(b"\n")?;
                 }
-                out.flush()?;
+                out.finish()?;
                 return Ok(lines);
             }
         }
@@ -281,63 +292,106 @@ impl SortedFile {
         let written: u64 = parts.iter().map(|p| p.written).sum();
         let split_from = parts[0].budget as u64 * SPLIT_FROM_BUDGETS;
         let runs: usize = parts.iter().map(|p| p.runs.len()).sum();
-        let split = (written >= split_from && runs <= SPLIT_RUNS_AT_MOST)
-            .then(|| split_key(&parts))
-            .flatten();
-        let Some(split) = split else {
-            merge(sources(&parts, |_| 0..u64::MAX)?, &mut out)?;
-            out.flush()?;
+        let pieces = if written >= split_from && runs <= SPLIT_RUNS_AT_MOST {
+            MERGE_PIECES
+        } else {
+            1
+        };
+        let keys = split_keys(&parts, pieces);
+        if keys.is_empty() {
+            let buffer = read_buffer(runs);
+            merge(sources(&parts, |_| 0..u64::MAX, buffer)?, &mut out)?;
+            out.finish()?;
             // The parts' run files are removed as they drop.
             return Ok(lines);
-        };
-        // Lines before the split key in one half, the rest in the other, written at once
-        // where each belongs in the file.
-        let starts = starts_from(&parts, &split)?;
-        let second_at = starts.iter().map(|s| s.written).sum();
-        let first = sources(&parts, |i| 0..starts[i].at)?;
-        let second = sources(&parts, |i| starts[i].at..u64::MAX)?;
-        at_once(
-            "moments-merge",
-            || merge(first, &mut out).and_then(|()| out.flush()),
-            || {
-                let mut file = File::options().write(true).open(&path)?;
-                file.seek(SeekFrom::Start(second_at))?;
-                let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-                merge(second, &mut out)?;
-                out.flush()
-            },
-        )?;
+        }
+        // Each piece from a split key (the first from the start) up to the next, merged at
+        // once with the others and written where it belongs in the file.
+        let starts = keys
+            .iter()
+            .map(|key| starts_from(&parts, key))
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(starts.len() + 1);
+        let buffer = read_buffer(runs * (keys.len() + 1));
+        let first = sources(&parts, |i| 0..starts[0][i].at, buffer)?;
+        jobs.push(Box::new(move || {
+            merge(first, &mut out)?;
+            out.finish()
+        }));
+        for (n, from) in starts.iter().enumerate() {
+            let to = starts.get(n + 1);
+            let bounds = |i: usize| from[i].at..to.map_or(u64::MAX, |to| to[i].at);
+            let piece = sources(&parts, bounds, buffer)?;
+            let offset = from.iter().map(|s| s.written).sum();
+            let path = &path;
+            jobs.push(Box::new(move || {
+                let mut out = BlockWriter::at(path, offset, WRITE_BUFFER)?;
+                merge(piece, &mut out)?;
+                out.finish()
+            }));
+        }
+        all_at_once("moments-merge", jobs)?;
         Ok(lines)
     }
 }
 
+/// The read buffer of each of `readers` runs read at once.
+fn read_buffer(readers: usize) -> usize {
+    (READ_BUFFERS / readers.max(1)).clamp(READ_BUFFER_AT_LEAST, READ_BUFFER)
+}
+
+/// Work for [`all_at_once`].
+type Job<'a> = Box<dyn FnOnce() -> io::Result<()> + std::marker::Send + 'a>;
+
+/// `jobs` at once: the first on this thread, each other on a thread of its own called
+/// `name` (or here, after the first, when a thread cannot be had). The first error, in
+/// the order of the jobs.
+fn all_at_once(name: &str, jobs: Vec<Job<'_>>) -> io::Result<()> {
+    let mut slots: Vec<Option<Job<'_>>> = jobs.into_iter().map(Some).collect();
+    let Some((first, others)) = slots.split_first_mut() else {
+        return Ok(());
+    };
+    let mut done = std::thread::scope(|scope| {
+        let threads: Vec<_> = others
+            .iter_mut()
+            .map(|slot| {
+                std::thread::Builder::new()
+                    .name(name.to_string())
+                    .spawn_scoped(scope, move || slot.take().map(|job| job()))
+            })
+            .collect();
+        let mut done = vec![first.take().map_or(Ok(()), |job| job())];
+        for thread in threads.into_iter().flatten() {
+            match thread.join() {
+                Ok(Some(result)) => done.push(result),
+                Ok(None) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        done
+    });
+    // The jobs left where no thread could be started.
+    done.extend(slots.iter_mut().filter_map(Option::take).map(|job| job()));
+    done.into_iter().collect()
+}
+
 /// `here` on this thread and `there` on a thread of its own called `name`, at once (both
 /// here, one after the other, when a thread cannot be had).
-pub(crate) fn at_once<A, B: std::marker::Send>(
+pub(crate) fn at_once<A: std::marker::Send, B: std::marker::Send>(
     name: &str,
-    here: impl FnOnce() -> io::Result<A>,
+    here: impl FnOnce() -> io::Result<A> + std::marker::Send,
     there: impl FnOnce() -> io::Result<B> + std::marker::Send,
 ) -> io::Result<(A, B)> {
-    let mut there = Some(there);
-    let (here_done, there_done) = std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn_scoped(scope, || there.take().map(|there| there()));
-        let here_done = here();
-        let there_done = thread.ok().and_then(|thread| {
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        (here_done, there_done)
-    });
-    // Not done on its own thread: the thread could not be started, and left it here.
-    let there_done = match (there_done, there.take()) {
-        (Some(done), _) => done,
-        (None, Some(there)) => there(),
-        (None, None) => Err(io::Error::other(format!("`{name}` did not run"))),
-    };
-    Ok((here_done?, there_done?))
+    let (mut a, mut b) = (None, None);
+    all_at_once(
+        name,
+        vec![
+            Box::new(|| here().map(|done| a = Some(done))),
+            Box::new(|| there().map(|done| b = Some(done))),
+        ],
+    )?;
+    a.zip(b)
+        .ok_or_else(|| io::Error::other(format!("`{name}` did not run")))
 }
 
 /// The sources of `parts` to merge, each source `i` from `bounds(i)` only (byte offsets
@@ -347,16 +401,15 @@ pub(crate) fn at_once<A, B: std::marker::Send>(
 fn sources(
     parts: &[SortedFile],
     bounds: impl Fn(usize) -> std::ops::Range<u64>,
+    buffer: usize,
 ) -> io::Result<Vec<Source<'_>>> {
     let mut sources = Vec::new();
     for part in parts {
         for run in &part.runs {
             let range = bounds(sources.len());
             let (start, end) = (range.start.min(run.len), range.end.min(run.len));
-            let mut file = File::open(&run.path)?;
-            file.seek(SeekFrom::Start(start))?;
-            let input = file.take(end.saturating_sub(start));
-            sources.push(Source::Run(BufReader::with_capacity(256 * 1024, input)));
+            let input = BlockReader::range(&run.path, start, end.max(start), buffer)?;
+            sources.push(Source::Run(input));
         }
         let range = bounds(sources.len());
         let len = part.held.len() as u64;
@@ -377,9 +430,10 @@ struct Start {
     written: u64,
 }
 
-/// A key that splits the lines of `parts` about in half (the median of the runs' marks and
-/// of as many of the held lines); `None` when there are no lines.
-fn split_key(parts: &[SortedFile]) -> Option<Vec<u8>> {
+/// Keys that split the lines of `parts` into about `pieces` stretches of the same length
+/// (quantiles of the runs' marks and of as many of the held lines), in order, without
+/// repeats; none when there are no lines.
+fn split_keys(parts: &[SortedFile], pieces: usize) -> Vec<Vec<u8>> {
     let mut keys: Vec<&[u8]> = Vec::new();
     for part in parts {
         for run in &part.runs {
@@ -393,7 +447,12 @@ fn split_key(parts: &[SortedFile]) -> Option<Vec<u8>> {
         );
     }
     keys.sort_unstable();
-    keys.get(keys.len() / 2).map(|k| k.to_vec())
+    let mut splits: Vec<Vec<u8>> = (1..pieces)
+        .filter_map(|n| keys.get(keys.len() * n / pieces))
+        .map(|key| key.to_vec())
+        .collect();
+    splits.dedup();
+    splits
 }
 
 /// Where the lines of `parts` from `key` on start in each source (in the order of
@@ -425,9 +484,7 @@ fn run_start(run: &Run, key: &[u8]) -> io::Result<Start> {
     let Some(mark) = before.checked_sub(1).and_then(|i| run.marks.get(i)) else {
         return Ok(Start { at: 0, written: 0 });
     };
-    let mut file = File::open(&run.path)?;
-    file.seek(SeekFrom::Start(mark.offset))?;
-    let mut input = BufReader::with_capacity(256 * 1024, file.take(run.len - mark.offset));
+    let mut input = BlockReader::range(&run.path, mark.offset, run.len, 64 * 1024)?;
     let (mut at, mut written) = (mark.offset, mark.written);
     let (mut line_key, mut line) = (Vec::new(), Vec::new());
     while let Some(line_len) = read_line(&mut input, &mut line_key, &mut line)? {
@@ -462,7 +519,7 @@ fn run_path(path: &Path, part: usize, index: usize) -> PathBuf {
 
 /// Sorted lines to merge: (a stretch of) a run file being read, or lines a part holds.
 enum Source<'a> {
-    Run(BufReader<io::Take<File>>),
+    Run(BlockReader),
     Held {
         bytes: &'a [u8],
         held: std::slice::Iter<'a, Held>,
