@@ -3,8 +3,10 @@
 //! both files as it decides, on its own thread ([`run`]), and the parts are merged at the
 //! end: what the engines decide never crosses to another thread.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -12,7 +14,8 @@ use crate::engine::{self, Sink};
 use crate::fx::FxMap;
 use crate::model::Model;
 use crate::outcome::{count_entry, Entry, Fate, Send, Summary};
-use crate::sorted_file::{at_once, Key, SortedFile, DEFAULT_BUDGET};
+use crate::outcome::{write_entry_head, write_entry_tail};
+use crate::sorted_file::{at_once, Key, KeyReader, Restore, SortedFile, DEFAULT_BUDGET};
 use crate::value::Record;
 
 /// Backtests `model` over `records` up to `to`, reporting the entries triggered from
@@ -27,8 +30,9 @@ pub fn run(
     dir: &Path,
     budget: Option<usize>,
 ) -> io::Result<(Written, u64)> {
+    let entry_lines = Arc::new(EntryLines::new(model));
     let mut parts: Vec<BacktestFiles> = (0..engines.max(1))
-        .map(|part| BacktestFiles::part(dir, model, part, budget))
+        .map(|part| BacktestFiles::part(dir, model, part, budget, entry_lines.clone()))
         .collect();
     let sinks = parts
         .iter_mut()
@@ -71,8 +75,14 @@ pub struct Written {
 impl BacktestFiles {
     /// Part `part` of the files in `dir` (which must exist) for the entries and sends of
     /// `model`'s moments, for one engine, holding up to `budget` bytes of each in memory:
-    /// see [`BacktestFiles::finish_all`].
-    pub fn part(dir: &Path, model: &Model, part: usize, budget: Option<usize>) -> BacktestFiles {
+    /// see [`BacktestFiles::finish_all`]. All parts share one `entry_lines`.
+    pub fn part(
+        dir: &Path,
+        model: &Model,
+        part: usize,
+        budget: Option<usize>,
+        entry_lines: Arc<EntryLines>,
+    ) -> BacktestFiles {
         let budget = budget.unwrap_or(DEFAULT_BUDGET);
         // `Model::moments` is sorted by id, so a moment's index is its rank. INVARIANT: ranks
         // below `u16::MAX` only; a moment past them, or not among the campaigns, sorts by
@@ -91,7 +101,8 @@ impl BacktestFiles {
             .collect();
         BacktestFiles {
             ranks,
-            entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget),
+            entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget)
+                .restoring(entry_lines),
             sends: SortedFile::part(&dir.join("sends.ndjson"), part, budget),
             counts,
             summary: Summary::new(),
@@ -171,7 +182,7 @@ impl Sink for BacktestFiles {
                 .opt_text(entry.send_id.as_deref());
             self.error = self
                 .entries
-                .push_with(&key, |line| entry.write_json(line))
+                .push_stripped(&key, |line| entry.write_json_split(line))
                 .err();
             self.key = key;
         }
@@ -190,5 +201,41 @@ impl Sink for BacktestFiles {
                 .err();
             self.key = key;
         }
+    }
+}
+
+/// Entries as their runs keep them: without their moment, customer, trigger instant and
+/// send id, which their sort keys hold (see `Sink::entry`), written back when the files are
+/// merged. The runs are a third smaller, and so are the reads and writes of the merge.
+pub struct EntryLines {
+    /// The moments' ids by rank.
+    moments: Vec<String>,
+}
+
+impl EntryLines {
+    pub fn new(model: &Model) -> EntryLines {
+        let moments = model.moments.iter().take(u16::MAX as usize);
+        EntryLines {
+            moments: moments.map(|m| m.id.clone()).collect(),
+        }
+    }
+}
+
+impl Restore for EntryLines {
+    fn restore(&self, key: &[u8], kept: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let mut key = KeyReader::new(key);
+        let mut fields = || {
+            let moment = match key.rank()? {
+                u16::MAX => key.text()?,
+                rank => Cow::Borrowed(self.moments.get(usize::from(rank))?.as_str()),
+            };
+            Some((moment, key.text()?, key.instant()?, key.opt_text()?))
+        };
+        let (moment, customer_id, trigger_at, send_id) =
+            fields().ok_or_else(|| io::Error::other("an entry's sort key does not read back"))?;
+        write_entry_head(out, &moment, &customer_id, trigger_at);
+        out.extend_from_slice(kept);
+        write_entry_tail(out, send_id.as_deref());
+        Ok(())
     }
 }

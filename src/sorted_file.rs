@@ -12,10 +12,12 @@
 //! split at keys taken from marks the runs keep, each piece written where it goes in the
 //! file. Runs and files are written and read past the page cache ([`crate::direct_io`]).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -44,6 +46,8 @@ const SPLIT_RUNS_AT_MOST: usize = 256;
 const MERGE_PIECES: usize = 4;
 /// A run keeps the key and place of one line in this many: where a piece can start.
 const MARK_EVERY: usize = 1024;
+/// The lengths before each line of a run.
+const RUN_LINE_HEADER: u64 = 12;
 
 /// A sort key whose byte order is the order of the values pushed into it.
 #[derive(Debug, Default, Clone)]
@@ -108,18 +112,90 @@ impl Key {
     }
 }
 
+/// Writes back the head and tail of a line that a file leaves out of its runs, from the
+/// line's key: what the key already says is not written twice.
+pub trait Restore: std::marker::Send + Sync {
+    /// Appends to `out` the whole line whose key is `key` and of which `kept` was kept.
+    fn restore(&self, key: &[u8], kept: &[u8], out: &mut Vec<u8>) -> io::Result<()>;
+}
+
+/// Reads the values of a [`Key`] back, in the order they were put in; `None` where the
+/// bytes do not hold what is asked for.
+#[derive(Debug, Clone)]
+pub struct KeyReader<'k>(&'k [u8]);
+
+impl<'k> KeyReader<'k> {
+    pub fn new(key: &'k [u8]) -> KeyReader<'k> {
+        KeyReader(key)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'k [u8]> {
+        let (taken, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    pub fn rank(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    pub fn text(&mut self) -> Option<Cow<'k, str>> {
+        let end = memchr::memmem::find(self.0, &[0, 0])?;
+        if !self.0[..end].contains(&0) {
+            let text = std::str::from_utf8(&self.0[..end]).ok()?;
+            self.0 = &self.0[end + 2..];
+            return Some(Cow::Borrowed(text));
+        }
+        // Escaped zeros (`0 FF`): the text ends at the first zero not followed by `FF`.
+        let mut bytes = Vec::new();
+        loop {
+            let zero = memchr::memchr(0, self.0)?;
+            bytes.extend_from_slice(&self.0[..zero]);
+            match self.0.get(zero + 1) {
+                Some(0xFF) => {
+                    bytes.push(0);
+                    self.0 = &self.0[zero + 2..];
+                }
+                Some(0) => {
+                    self.0 = &self.0[zero + 2..];
+                    return String::from_utf8(bytes).ok().map(Cow::Owned);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    pub fn opt_text(&mut self) -> Option<Option<Cow<'k, str>>> {
+        match self.take(1)? {
+            [0] => Some(None),
+            [1] => self.text().map(Some),
+            _ => None,
+        }
+    }
+
+    pub fn instant(&mut self) -> Option<DateTime<Utc>> {
+        let seconds = u64::from_be_bytes(self.take(8)?.try_into().ok()?) ^ (1 << 63);
+        let nanos = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+        DateTime::from_timestamp(seconds as i64, nanos)
+    }
+}
+
 /// A line held in memory: where its key and line are in `SortedFile::bytes`, and the
 /// start of its key, so that a sort compares most keys without reading them there.
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    /// The key's first 16 bytes, big-endian, padded with zeros.
+    /// The key's first 16 bytes, big-endian, padded with zeros (as two halves: a `u128`
+    /// would align the whole to 16 bytes and make it 48 bytes long).
     // INVARIANT: when two prefixes differ, they order the two whole keys: a key that ends
     // within the prefix is padded with zeros, and where the other has a zero there too the
     // prefixes go on equal, as the longer key sorts after its own prefix anyway.
-    prefix: u128,
+    prefix: (u64, u64),
     start: usize,
     key_len: u32,
+    /// The bytes kept of the line.
     line_len: u32,
+    /// The bytes of the whole line (restored, where the file has a [`Restore`]).
+    full_len: u32,
 }
 
 impl Held {
@@ -139,6 +215,8 @@ pub struct SortedFile {
     /// Which part of the file this is: it names the part's run files.
     part: usize,
     budget: usize,
+    /// Writes back what the lines leave out in runs; `None`: lines are kept whole.
+    restore: Option<Arc<dyn Restore>>,
     /// Keys and lines held, back to back; `held` indexes them.
     bytes: Vec<u8>,
     /// The lines held, in the order pushed.
@@ -149,8 +227,8 @@ pub struct SortedFile {
     written: u64,
 }
 
-/// A run on disk: its lines sorted, each as its key's and line's lengths (`u32`, little
-/// endian), the key and the line.
+/// A run on disk: its lines sorted, each as the lengths of its key, of what is kept of the
+/// line and of the whole line (`u32`, little endian), the key and what is kept of the line.
 struct Run {
     path: PathBuf,
     /// Its length in bytes.
@@ -180,7 +258,15 @@ impl SortedFile {
             runs: Vec::new(),
             lines: 0,
             written: 0,
+            restore: None,
         }
+    }
+
+    /// This part, keeping only part of each line in memory and in its runs: see
+    /// [`SortedFile::push_stripped`]. All parts of a file must restore alike.
+    pub fn restoring(mut self, restore: Arc<dyn Restore>) -> SortedFile {
+        self.restore = Some(restore);
+        self
     }
 
     /// Add a line (without its newline).
@@ -191,26 +277,54 @@ impl SortedFile {
     /// Add a line (without its newline) that `write` appends to the buffer it is given:
     /// the line is made where it is held, not copied there.
     pub fn push_with(&mut self, key: &Key, write: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.push_stripped(key, |bytes| {
+            write(bytes);
+            (0, 0)
+        })
+    }
+
+    /// Add a line (without its newline) that `write` appends to the buffer it is given, and
+    /// of which it returns the lengths of a head and a tail that this file's [`Restore`]
+    /// writes back from the key alone: only the rest is kept (the whole line without one).
+    pub fn push_stripped(
+        &mut self,
+        key: &Key,
+        write: impl FnOnce(&mut Vec<u8>) -> (usize, usize),
+    ) -> io::Result<()> {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(&key.0);
-        write(&mut self.bytes);
-        let line_len = self.bytes.len() - start - key.0.len();
-        let (Ok(key_len), Ok(line_len)) = (u32::try_from(key.0.len()), u32::try_from(line_len))
-        else {
+        let line_start = self.bytes.len();
+        let (head, tail) = write(&mut self.bytes);
+        let full_len = self.bytes.len() - line_start;
+        if self.restore.is_some() && head + tail <= full_len {
+            self.bytes
+                .copy_within(line_start + head..line_start + full_len - tail, line_start);
+            self.bytes.truncate(line_start + full_len - head - tail);
+        }
+        let line_len = self.bytes.len() - line_start;
+        let lengths = (
+            u32::try_from(key.0.len()),
+            u32::try_from(line_len),
+            u32::try_from(full_len),
+        );
+        let (Ok(key_len), Ok(line_len), Ok(full_len)) = lengths else {
             self.bytes.truncate(start);
             return Err(io::Error::other("a line of 4 GiB or more"));
         };
         let mut prefix = [0u8; 16];
         let n = key.0.len().min(16);
         prefix[..n].copy_from_slice(&key.0[..n]);
+        let (high, low) = prefix.split_at(8);
+        let half = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().unwrap_or_default());
         self.held.push(Held {
-            prefix: u128::from_be_bytes(prefix),
+            prefix: (half(high), half(low)),
             start,
             key_len,
             line_len,
+            full_len,
         });
         self.lines += 1;
-        self.written += u64::from(line_len) + 1;
+        self.written += u64::from(full_len) + 1;
         if self.bytes.len() + self.held.len() * std::mem::size_of::<Held>() >= self.budget {
             self.spill()?;
         }
@@ -244,10 +358,11 @@ impl SortedFile {
             }
             out.write_all(&held.key_len.to_le_bytes())?;
             out.write_all(&held.line_len.to_le_bytes())?;
+            out.write_all(&held.full_len.to_le_bytes())?;
             out.write_all(key)?;
             out.write_all(held.line(&self.bytes))?;
-            offset += 8 + u64::from(held.key_len) + u64::from(held.line_len);
-            written += u64::from(held.line_len) + 1;
+            offset += RUN_LINE_HEADER + u64::from(held.key_len) + u64::from(held.line_len);
+            written += u64::from(held.full_len) + 1;
         }
         out.finish()?;
         self.runs.push(Run {
@@ -272,15 +387,26 @@ impl SortedFile {
                 "the parts of a sorted file differ in path",
             ));
         }
+        let restore = parts[0].restore.clone();
+        if parts
+            .iter()
+            .any(|p| p.restore.is_some() != restore.is_some())
+        {
+            return Err(io::Error::other(
+                "the parts of a sorted file differ in how they keep lines",
+            ));
+        }
+        let restore = restore.as_deref();
         let mut out = BlockWriter::create(&path, WRITE_BUFFER)?;
         let lines = parts.iter().map(|p| p.lines).sum();
         if let [only] = &mut parts[..] {
             if only.runs.is_empty() {
                 // All in memory: no merge.
                 only.sort_held();
+                let mut whole = Vec::new();
                 for held in &only.held {
-                    out.write_all(held.line(&only.bytes))?;
-                    out.write_all(b"\n")?;
+                    let (key, line) = (held.key(&only.bytes), held.line(&only.bytes));
+                    write_line(restore, key, line, &mut whole, &mut out)?;
                 }
                 out.finish()?;
                 return Ok(lines);
@@ -300,7 +426,7 @@ impl SortedFile {
         let keys = split_keys(&parts, pieces);
         if keys.is_empty() {
             let buffer = read_buffer(runs);
-            merge(sources(&parts, |_| 0..u64::MAX, buffer)?, &mut out)?;
+            merge(sources(&parts, |_| 0..u64::MAX, buffer)?, restore, &mut out)?;
             out.finish()?;
             // The parts' run files are removed as they drop.
             return Ok(lines);
@@ -315,7 +441,7 @@ impl SortedFile {
         let buffer = read_buffer(runs * (keys.len() + 1));
         let first = sources(&parts, |i| 0..starts[0][i].at, buffer)?;
         jobs.push(Box::new(move || {
-            merge(first, &mut out)?;
+            merge(first, restore, &mut out)?;
             out.finish()
         }));
         for (n, from) in starts.iter().enumerate() {
@@ -326,7 +452,7 @@ impl SortedFile {
             let path = &path;
             jobs.push(Box::new(move || {
                 let mut out = BlockWriter::at(path, offset, WRITE_BUFFER)?;
-                merge(piece, &mut out)?;
+                merge(piece, restore, &mut out)?;
                 out.finish()
             }));
         }
@@ -467,7 +593,7 @@ fn starts_from(parts: &[SortedFile], key: &[u8]) -> io::Result<Vec<Start>> {
         let at = part.held.partition_point(|h| h.key(&part.bytes) < key);
         let written = part.held[..at]
             .iter()
-            .map(|h| u64::from(h.line_len) + 1)
+            .map(|h| u64::from(h.full_len) + 1)
             .sum();
         starts.push(Start {
             at: at as u64,
@@ -487,12 +613,12 @@ fn run_start(run: &Run, key: &[u8]) -> io::Result<Start> {
     let mut input = BlockReader::range(&run.path, mark.offset, run.len, 64 * 1024)?;
     let (mut at, mut written) = (mark.offset, mark.written);
     let (mut line_key, mut line) = (Vec::new(), Vec::new());
-    while let Some(line_len) = read_line(&mut input, &mut line_key, &mut line)? {
+    while let Some(full_len) = read_line(&mut input, &mut line_key, &mut line)? {
         if line_key.as_slice() >= key {
             break;
         }
-        at += 8 + line_key.len() as u64 + u64::from(line_len);
-        written += u64::from(line_len) + 1;
+        at += RUN_LINE_HEADER + line_key.len() as u64 + line.len() as u64;
+        written += u64::from(full_len) + 1;
     }
     Ok(Start { at, written })
 }
@@ -546,30 +672,60 @@ impl Source<'_> {
     }
 }
 
-/// Reads a run's next key and line into `key` and `line`; the line's length, or `None` at
-/// the end.
+/// Reads a run's next key and kept line into `key` and `line` (their room is reused); the
+/// whole line's length, or `None` at the end.
 fn read_line(
     input: &mut impl Read,
     key: &mut Vec<u8>,
     line: &mut Vec<u8>,
 ) -> io::Result<Option<u32>> {
-    let mut lengths = [0u8; 8];
+    let mut lengths = [0u8; RUN_LINE_HEADER as usize];
     match input.read_exact(&mut lengths) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let key_len = u32::from_le_bytes([lengths[0], lengths[1], lengths[2], lengths[3]]);
-    let line_len = u32::from_le_bytes([lengths[4], lengths[5], lengths[6], lengths[7]]);
-    key.resize(key_len as usize, 0);
+    let length = |at: usize| {
+        u32::from_le_bytes([
+            lengths[at],
+            lengths[at + 1],
+            lengths[at + 2],
+            lengths[at + 3],
+        ])
+    };
+    key.resize(length(0) as usize, 0);
     input.read_exact(key)?;
-    line.resize(line_len as usize, 0);
+    line.resize(length(4) as usize, 0);
     input.read_exact(line)?;
-    Ok(Some(line_len))
+    Ok(Some(length(8)))
+}
+
+/// Writes the line kept as `line`, pushed with `key`, whole (restored in `whole` first
+/// where the file has a [`Restore`]), and its newline.
+fn write_line(
+    restore: Option<&dyn Restore>,
+    key: &[u8],
+    line: &[u8],
+    whole: &mut Vec<u8>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    match restore {
+        None => out.write_all(line)?,
+        Some(restore) => {
+            whole.clear();
+            restore.restore(key, line, whole)?;
+            out.write_all(whole)?;
+        }
+    }
+    out.write_all(b"\n")
 }
 
 /// Merge sorted sources into `out`; equal keys come from the earlier source first.
-fn merge(mut sources: Vec<Source<'_>>, out: &mut impl Write) -> io::Result<()> {
+fn merge(
+    mut sources: Vec<Source<'_>>,
+    restore: Option<&dyn Restore>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut lines: Vec<Vec<u8>> = Vec::with_capacity(sources.len());
     let mut heap = BinaryHeap::new();
     for (index, source) in sources.iter_mut().enumerate() {
@@ -581,9 +737,9 @@ fn merge(mut sources: Vec<Source<'_>>, out: &mut impl Write) -> io::Result<()> {
     }
     // Each source's key goes back into the heap with its next key read into it, and its
     // line buffer is reused too: no allocation per line.
+    let mut whole = Vec::new();
     while let Some(Reverse((mut key, index))) = heap.pop() {
-        out.write_all(&lines[index])?;
-        out.write_all(b"\n")?;
+        write_line(restore, &key, &lines[index], &mut whole, out)?;
         if sources[index].next_into(&mut key, &mut lines[index])? {
             heap.push(Reverse((key, index)));
         }
