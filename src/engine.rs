@@ -1738,9 +1738,10 @@ impl<'m> Engine<'m> {
                     .find(|(moment, _)| *moment == p.moment)
                     .map_or(&[][..], |(_, sends)| sends.as_slice());
                 // How many sends the window holds, and the latest.
+                let in_window = per.map(|w| Recent::within(p.send_at, w));
                 let (had, last) = previous
                     .iter()
-                    .filter(|t| per.is_none_or(|w| (p.send_at - **t).num_seconds() < w))
+                    .filter(|t| in_window.is_none_or(|w| w.holds(**t)))
                     .fold((0u64, None), |(n, _), t| (n + 1, Some(t)));
                 let limited = had >= count;
                 if limited {
@@ -1765,10 +1766,11 @@ impl<'m> Engine<'m> {
         if fate.is_none() {
             if let Some((count, per)) = self.model.schema.defaults.cap {
                 let window = per.seconds().min(i64::MAX as u64) as i64;
+                let in_window = Recent::within(p.send_at, window);
                 let recent = customer
                     .sends
                     .iter()
-                    .filter(|t| (p.send_at - **t).num_seconds() < window)
+                    .filter(|t| in_window.holds(**t))
                     .count();
                 let capped = recent as u64 >= count;
                 if capped {
@@ -2641,5 +2643,82 @@ fn elapsed(seconds: i64) -> String {
         (0, _, _) => format!("{h}h {m}m"),
         (_, 0, _) => format!("{d}d"),
         _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The instants `t` with `(at - t).num_seconds() < seconds` (whole seconds, cut toward
+/// zero), as one comparison with a bound worked out once rather than a subtraction of
+/// dates per instant.
+#[derive(Debug, Clone, Copy)]
+enum Recent {
+    /// Every instant (the bound is before the first instant there can be).
+    All,
+    /// The instants after this one.
+    After(DateTime<Utc>),
+    /// This instant and those after it.
+    From(DateTime<Utc>),
+    /// None (the bound is past the last instant there can be).
+    None,
+}
+
+impl Recent {
+    fn within(at: DateTime<Utc>, seconds: i64) -> Recent {
+        if seconds >= 1 {
+            // A difference under `seconds` cuts to at most `seconds - 1`; one of `seconds`
+            // or more, to `seconds` or more.
+            chrono::Duration::try_seconds(seconds)
+                .and_then(|d| at.checked_sub_signed(d))
+                .map_or(Recent::All, Recent::After)
+        } else {
+            // Cut toward zero, a difference is under `seconds` (0 or less) only when it is
+            // `seconds - 1` or less.
+            1i64.checked_sub(seconds)
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|d| at.checked_add_signed(d))
+                .map_or(Recent::None, Recent::From)
+        }
+    }
+
+    fn holds(self, t: DateTime<Utc>) -> bool {
+        match self {
+            Recent::All => true,
+            Recent::After(bound) => t > bound,
+            Recent::From(bound) => t >= bound,
+            Recent::None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::Recent;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    #[test]
+    fn a_bound_worked_out_once_agrees_with_whole_seconds_between() {
+        let instants = |base: DateTime<Utc>| {
+            (-24..=24).map(move |quarter| base + chrono::Duration::milliseconds(quarter * 250))
+        };
+        let bases = [
+            Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap(),
+            Utc.timestamp_opt(1_700_000_000, 500_000_000).unwrap(),
+            Utc.timestamp_opt(-1, 999_999_999).unwrap(),
+        ];
+        let windows = [i64::MIN, -3, -1, 0, 1, 2, 3, 86_400, i64::MAX];
+        for at in bases {
+            for t in instants(at) {
+                for seconds in windows {
+                    assert_eq!(
+                        Recent::within(at, seconds).holds(t),
+                        (at - t).num_seconds() < seconds,
+                        "at {at}, t {t}, {seconds} s"
+                    );
+                }
+            }
+        }
+        // Bounds past the instants there can be.
+        let first = DateTime::<Utc>::MIN_UTC;
+        assert!(Recent::within(first, 10).holds(first));
+        assert!(!Recent::within(DateTime::<Utc>::MAX_UTC, -10).holds(first));
     }
 }
