@@ -19,8 +19,10 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The alignment of direct I/O: of file offsets, lengths and memory. A multiple of the
-/// block sizes in use (512 and 4096 bytes).
-pub const BLOCK: usize = 4096;
+/// block sizes in use (512 and 4096 bytes) and of the memory pages (4 KiB to 64 KiB):
+/// a page the cache holds for a partial block is never one that a direct write covers,
+/// so writers of neighbouring stretches do not collide in the cache.
+pub const BLOCK: usize = 64 << 10;
 
 /// A buffer whose stretch `[0, len)` starts at a `BLOCK`-aligned address.
 struct AlignedBuffer {

@@ -296,10 +296,14 @@ impl SortedFile {
         let line_start = self.bytes.len();
         let (head, tail) = write(&mut self.bytes);
         let full_len = self.bytes.len() - line_start;
-        if self.restore.is_some() && head + tail <= full_len {
+        if self.restore.is_some() {
+            let Some(kept) = full_len.checked_sub(head + tail) else {
+                self.bytes.truncate(start);
+                return Err(io::Error::other("a line's head and tail overlap"));
+            };
             self.bytes
-                .copy_within(line_start + head..line_start + full_len - tail, line_start);
-            self.bytes.truncate(line_start + full_len - head - tail);
+                .copy_within(line_start + head..line_start + head + kept, line_start);
+            self.bytes.truncate(line_start + kept);
         }
         let line_len = self.bytes.len() - line_start;
         let lengths = (
