@@ -35,15 +35,17 @@ const READ_BUFFER: usize = 1 << 20;
 const READ_BUFFERS: usize = 256 << 20;
 const READ_BUFFER_AT_LEAST: usize = 64 << 10;
 /// A file of at least this many budgets with runs on disk (64 MiB by default) is merged in
-/// `MERGE_PIECES` pieces at once, on threads of their own, each writing its own stretch of
-/// the file: the merge is what is left to do when everything else is done.
+/// up to `MERGE_PIECES` pieces at once, on threads of their own, each writing its own
+/// stretch of the file: the merge is what is left to do when everything else is done.
 const SPLIT_FROM_BUDGETS: u64 = 4;
-/// Up to this many runs, all told, are merged in pieces: each piece opens every run.
-const SPLIT_RUNS_AT_MOST: usize = 256;
-/// The pieces a large file is merged in at once: the merge reads and writes past the
-/// page cache, so it waits on the disk more than on the CPU, and more pieces keep more
-/// reads and writes under way.
+/// The pieces a large file is merged in at once, at most: the merge reads and writes past
+/// the page cache, so it waits on the disk more than on the CPU, and more pieces keep
+/// more reads and writes under way.
 const MERGE_PIECES: usize = 4;
+/// Each piece opens every run: a file is merged in as many pieces as keep the runs open at
+/// once to this many (two files are merged at once, and 1,024 open files is a usual
+/// limit), and in one piece past it.
+const MERGE_OPEN_AT_MOST: usize = 256;
 /// A run keeps the key and place of one line in this many: where a piece can start.
 const MARK_EVERY: usize = 1024;
 /// The lengths before each line of a run.
@@ -422,8 +424,8 @@ impl SortedFile {
         let written: u64 = parts.iter().map(|p| p.written).sum();
         let split_from = parts[0].budget as u64 * SPLIT_FROM_BUDGETS;
         let runs: usize = parts.iter().map(|p| p.runs.len()).sum();
-        let pieces = if written >= split_from && runs <= SPLIT_RUNS_AT_MOST {
-            MERGE_PIECES
+        let pieces = if written >= split_from {
+            (MERGE_OPEN_AT_MOST / runs.max(1)).clamp(1, MERGE_PIECES)
         } else {
             1
         };
