@@ -44,7 +44,7 @@ const SPLIT_FROM_BUDGETS: u64 = 4;
 const MERGE_PIECES: usize = 4;
 /// Each piece opens every run: a file is merged in as many pieces as keep the runs open at
 /// once to this many (two files are merged at once, and 1,024 open files is a usual
-/// limit), and in one piece past it.
+/// limit); past it, its runs are first merged into fewer, up to half as many at a time.
 const MERGE_OPEN_AT_MOST: usize = 256;
 /// A run keeps the key and place of one line in this many: where a piece can start.
 const MARK_EVERY: usize = 1024;
@@ -224,6 +224,8 @@ pub struct SortedFile {
     /// The lines held, in the order pushed.
     held: Vec<Held>,
     runs: Vec<Run>,
+    /// The run files made so far (merged ones included): it numbers the next.
+    runs_made: usize,
     lines: u64,
     /// The bytes the lines take in the file, newlines included.
     written: u64,
@@ -237,6 +239,77 @@ struct Run {
     len: u64,
     /// One line in `MARK_EVERY`, from the first on, in order.
     marks: Vec<Mark>,
+}
+
+/// A run being written, line after line in key order; its file is removed if it is
+/// dropped unfinished.
+struct RunWriter {
+    path: PathBuf,
+    /// `None` once finished.
+    out: Option<BlockWriter>,
+    lines: usize,
+    offset: u64,
+    written: u64,
+    marks: Vec<Mark>,
+}
+
+impl RunWriter {
+    fn create(path: PathBuf) -> io::Result<RunWriter> {
+        Ok(RunWriter {
+            out: Some(BlockWriter::create(&path, WRITE_BUFFER)?),
+            path,
+            lines: 0,
+            offset: 0,
+            written: 0,
+            marks: Vec::new(),
+        })
+    }
+
+    /// The next line: its key, what is kept of it, and the whole line's length.
+    fn push(&mut self, key: &[u8], line: &[u8], full_len: u32) -> io::Result<()> {
+        if self.lines.is_multiple_of(MARK_EVERY) {
+            self.marks.push(Mark {
+                key: key.to_vec(),
+                offset: self.offset,
+                written: self.written,
+            });
+        }
+        let too_long = || io::Error::other("a line of 4 GiB or more");
+        let key_len = u32::try_from(key.len()).map_err(|_| too_long())?;
+        let line_len = u32::try_from(line.len()).map_err(|_| too_long())?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("a finished run"))?;
+        out.write_all(&key_len.to_le_bytes())?;
+        out.write_all(&line_len.to_le_bytes())?;
+        out.write_all(&full_len.to_le_bytes())?;
+        out.write_all(key)?;
+        out.write_all(line)?;
+        self.lines += 1;
+        self.offset += RUN_LINE_HEADER + u64::from(key_len) + u64::from(line_len);
+        self.written += u64::from(full_len) + 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Run> {
+        if let Some(out) = self.out.take() {
+            out.finish()?;
+        }
+        Ok(Run {
+            path: self.path.clone(),
+            len: self.offset,
+            marks: std::mem::take(&mut self.marks),
+        })
+    }
+}
+
+impl Drop for RunWriter {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A line of a run: its key, where it starts, and the bytes the run's lines before it take
@@ -258,6 +331,7 @@ impl SortedFile {
             bytes: Vec::new(),
             held: Vec::new(),
             runs: Vec::new(),
+            runs_made: 0,
             lines: 0,
             written: 0,
             restore: None,
@@ -349,36 +423,56 @@ impl SortedFile {
 
     /// Write the held lines, sorted, to a new run file.
     fn spill(&mut self) -> io::Result<()> {
-        let path = run_path(&self.path, self.part, self.runs.len());
-        let mut out = BlockWriter::create(&path, WRITE_BUFFER)?;
+        let mut run = RunWriter::create(self.next_run_path())?;
         self.sort_held();
-        let (mut offset, mut written, mut marks) = (0u64, 0u64, Vec::new());
-        for (i, held) in self.held.iter().enumerate() {
-            let key = held.key(&self.bytes);
-            if i % MARK_EVERY == 0 {
-                marks.push(Mark {
-                    key: key.to_vec(),
-                    offset,
-                    written,
-                });
-            }
-            out.write_all(&held.key_len.to_le_bytes())?;
-            out.write_all(&held.line_len.to_le_bytes())?;
-            out.write_all(&held.full_len.to_le_bytes())?;
-            out.write_all(key)?;
-            out.write_all(held.line(&self.bytes))?;
-            offset += RUN_LINE_HEADER + u64::from(held.key_len) + u64::from(held.line_len);
-            written += u64::from(held.full_len) + 1;
+        for held in &self.held {
+            let (key, line) = (held.key(&self.bytes), held.line(&self.bytes));
+            run.push(key, line, held.full_len)?;
         }
-        out.finish()?;
-        self.runs.push(Run {
-            path,
-            len: offset,
-            marks,
-        });
+        self.runs.push(run.finish()?);
         // Both keep their room for the next run: memory touched once.
         self.bytes.clear();
         self.held.clear();
+        Ok(())
+    }
+
+    /// The path of the next run file this part makes.
+    fn next_run_path(&mut self) -> PathBuf {
+        self.runs_made += 1;
+        run_path(&self.path, self.part, self.runs_made - 1)
+    }
+
+    /// Merge this part's runs, in groups of `at_most` that follow each other, into one run
+    /// per group: as many runs as the groups, in the same order, so that equal keys keep
+    /// theirs.
+    fn merge_runs(&mut self, at_most: usize) -> io::Result<()> {
+        let groups: Vec<Vec<Run>> = {
+            let mut runs = std::mem::take(&mut self.runs).into_iter().peekable();
+            let mut groups = Vec::new();
+            while runs.peek().is_some() {
+                groups.push(runs.by_ref().take(at_most.max(2)).collect());
+            }
+            groups
+        };
+        for group in groups {
+            if group.len() == 1 {
+                self.runs.extend(group);
+                continue;
+            }
+            let merged = RunWriter::create(self.next_run_path()).and_then(|mut run| {
+                let sources = group.iter().map(|r| {
+                    let input = BlockReader::range(&r.path, 0, r.len, READ_BUFFER_AT_LEAST)?;
+                    Ok(Source::Run(input))
+                });
+                let sources = sources.collect::<io::Result<Vec<_>>>()?;
+                merge(sources, |key, line, full_len| run.push(key, line, full_len))?;
+                run.finish()
+            });
+            for old in &group {
+                let _ = std::fs::remove_file(&old.path);
+            }
+            self.runs.push(merged?);
+        }
         Ok(())
     }
 
@@ -421,9 +515,22 @@ impl SortedFile {
         for part in &mut parts {
             part.sort_held();
         }
+        // Too many runs to hold open at once: merged into fewer first, part by part (while
+        // that makes fewer).
+        let count_runs = |parts: &[SortedFile]| parts.iter().map(|p| p.runs.len()).sum::<usize>();
+        let mut runs = count_runs(&parts);
+        while runs > MERGE_OPEN_AT_MOST {
+            for part in &mut parts {
+                part.merge_runs(MERGE_OPEN_AT_MOST / 2)?;
+            }
+            let fewer = count_runs(&parts);
+            if fewer == runs {
+                break;
+            }
+            runs = fewer;
+        }
         let written: u64 = parts.iter().map(|p| p.written).sum();
         let split_from = parts[0].budget as u64 * SPLIT_FROM_BUDGETS;
-        let runs: usize = parts.iter().map(|p| p.runs.len()).sum();
         let pieces = if written >= split_from {
             (MERGE_OPEN_AT_MOST / runs.max(1)).clamp(1, MERGE_PIECES)
         } else {
@@ -432,7 +539,7 @@ impl SortedFile {
         let keys = split_keys(&parts, pieces);
         if keys.is_empty() {
             let buffer = read_buffer(runs);
-            merge(sources(&parts, |_| 0..u64::MAX, buffer)?, restore, &mut out)?;
+            merge_into_file(sources(&parts, |_| 0..u64::MAX, buffer)?, restore, &mut out)?;
             out.finish()?;
             // The parts' run files are removed as they drop.
             return Ok(lines);
@@ -447,7 +554,7 @@ impl SortedFile {
         let buffer = read_buffer(runs * (keys.len() + 1));
         let first = sources(&parts, |i| 0..starts[0][i].at, buffer)?;
         jobs.push(Box::new(move || {
-            merge(first, restore, &mut out)?;
+            merge_into_file(first, restore, &mut out)?;
             out.finish()
         }));
         for (n, from) in starts.iter().enumerate() {
@@ -458,7 +565,7 @@ impl SortedFile {
             let path = &path;
             jobs.push(Box::new(move || {
                 let mut out = BlockWriter::at(path, offset, WRITE_BUFFER)?;
-                merge(piece, restore, &mut out)?;
+                merge_into_file(piece, restore, &mut out)?;
                 out.finish()
             }));
         }
@@ -659,21 +766,21 @@ enum Source<'a> {
 }
 
 impl Source<'_> {
-    /// Reads the next key and line into `key` and `line` (their room is reused); `false`
-    /// at the end.
-    fn next_into(&mut self, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Result<bool> {
+    /// Reads the next key and kept line into `key` and `line` (their room is reused); the
+    /// whole line's length, or `None` at the end.
+    fn next_into(&mut self, key: &mut Vec<u8>, line: &mut Vec<u8>) -> io::Result<Option<u32>> {
         match self {
             Source::Held { bytes, held } => {
                 let Some(next) = held.next() else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 key.clear();
                 key.extend_from_slice(next.key(bytes));
                 line.clear();
                 line.extend_from_slice(next.line(bytes));
-                Ok(true)
+                Ok(Some(next.full_len))
             }
-            Source::Run(input) => Ok(read_line(input, key, line)?.is_some()),
+            Source::Run(input) => read_line(input, key, line),
         }
     }
 }
@@ -726,29 +833,43 @@ fn write_line(
     out.write_all(b"\n")
 }
 
-/// Merge sorted sources into `out`; equal keys come from the earlier source first.
+/// Merge sorted sources into `emit` (a line's key, what is kept of it and its whole
+/// length); equal keys come from the earlier source first.
 fn merge(
     mut sources: Vec<Source<'_>>,
-    restore: Option<&dyn Restore>,
-    out: &mut impl Write,
+    mut emit: impl FnMut(&[u8], &[u8], u32) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(sources.len());
+    let mut lines: Vec<(Vec<u8>, u32)> = Vec::with_capacity(sources.len());
     let mut heap = BinaryHeap::new();
     for (index, source) in sources.iter_mut().enumerate() {
         let (mut key, mut line) = (Vec::new(), Vec::new());
-        if source.next_into(&mut key, &mut line)? {
+        let full_len = source.next_into(&mut key, &mut line)?;
+        if full_len.is_some() {
             heap.push(Reverse((key, index)));
         }
-        lines.push(line);
+        lines.push((line, full_len.unwrap_or(0)));
     }
     // Each source's key goes back into the heap with its next key read into it, and its
     // line buffer is reused too: no allocation per line.
-    let mut whole = Vec::new();
     while let Some(Reverse((mut key, index))) = heap.pop() {
-        write_line(restore, &key, &lines[index], &mut whole, out)?;
-        if sources[index].next_into(&mut key, &mut lines[index])? {
+        let (line, full_len) = &mut lines[index];
+        emit(&key, line, *full_len)?;
+        if let Some(next) = sources[index].next_into(&mut key, line)? {
+            *full_len = next;
             heap.push(Reverse((key, index)));
         }
     }
     Ok(())
+}
+
+/// Merge sorted sources into the file `out`, each line whole.
+fn merge_into_file(
+    sources: Vec<Source<'_>>,
+    restore: Option<&dyn Restore>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut whole = Vec::new();
+    merge(sources, |key, line, _| {
+        write_line(restore, key, line, &mut whole, out)
+    })
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
 use moments::sorted_file::{Key, SortedFile};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 fn instant(seconds: i64, nanos: u32) -> DateTime<Utc> {
     Utc.timestamp_opt(seconds, nanos).unwrap()
@@ -45,6 +46,36 @@ fn item() -> impl Strategy<Value = Item> {
     )
 }
 
+/// Writes `items` in `parts` parts of `budget` bytes as the engines write them (the lines of
+/// one string, a customer, all in one part, so equal keys are too); the file written, the
+/// lines stably sorted by what their keys stand for, and the files left beside it.
+fn write_sorted(items: &[Item], budget: usize, parts: usize) -> (String, String, usize) {
+    let dir = TempDir::new("sorted");
+    let path = dir.join("out.ndjson");
+    let mut files: Vec<SortedFile> = (0..parts)
+        .map(|part| SortedFile::part(&path, part, budget))
+        .collect();
+    for (index, item) in items.iter().enumerate() {
+        let part = item.1.bytes().map(usize::from).sum::<usize>() % parts;
+        files[part]
+            .push(&key(item), format!("{index} {}", item.4).as_bytes())
+            .unwrap();
+    }
+    assert_eq!(SortedFile::finish_all(files).unwrap(), items.len() as u64);
+    // What the key stands for, compared as the values themselves.
+    let mut expected: Vec<(usize, &Item)> = items.iter().enumerate().collect();
+    expected.sort_by(|(_, a), (_, b)| {
+        (a.0, &a.1, &a.2, instant(a.3 .0, a.3 .1)).cmp(&(b.0, &b.1, &b.2, instant(b.3 .0, b.3 .1)))
+    });
+    let expected: String = expected
+        .iter()
+        .map(|(index, item)| format!("{index} {}\n", item.4))
+        .collect();
+    let written = std::fs::read_to_string(&path).unwrap();
+    let left = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+    (written, expected, left)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -54,32 +85,23 @@ proptest! {
         budget in prop_oneof![Just(1usize), 1usize..400, Just(1 << 20)],
         parts in prop_oneof![Just(1usize), 2usize..4],
     ) {
-        let dir = TempDir::new("sorted");
-        let path = dir.join("out.ndjson");
-        // Written in parts as the engines write them: the lines of one string (a customer)
-        // all in one part, so equal keys are too.
-        let mut files: Vec<SortedFile> =
-            (0..parts).map(|part| SortedFile::part(&path, part, budget)).collect();
-        for (index, item) in items.iter().enumerate() {
-            let part = item.1.bytes().map(usize::from).sum::<usize>() % parts;
-            files[part].push(&key(item), format!("{index} {}", item.4).as_bytes()).unwrap();
-        }
-        prop_assert_eq!(SortedFile::finish_all(files).unwrap(), items.len() as u64);
-        // What the key stands for, compared as the values themselves.
-        let mut expected: Vec<(usize, &Item)> = items.iter().enumerate().collect();
-        expected.sort_by(|(_, a), (_, b)| {
-            (a.0, &a.1, &a.2, instant(a.3 .0, a.3 .1))
-                .cmp(&(b.0, &b.1, &b.2, instant(b.3 .0, b.3 .1)))
-        });
-        let expected: String = expected
-            .iter()
-            .map(|(index, item)| format!("{index} {}\n", item.4))
-            .collect();
-        prop_assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+        let (written, expected, left) = write_sorted(&items, budget, parts);
+        prop_assert_eq!(written, expected);
         // Run files are gone.
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        prop_assert_eq!(left.len(), 1);
+        prop_assert_eq!(left, 0);
     }
+}
+
+#[test]
+fn more_runs_than_can_be_open_at_once_are_merged_into_fewer_first() {
+    // A run per line: 1,500 runs in two parts, more than the merge holds open at once.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let items: Vec<Item> = (0..1_500)
+        .map(|_| item().new_tree(&mut runner).unwrap().current())
+        .collect();
+    let (written, expected, left) = write_sorted(&items, 1, 2);
+    assert_eq!(written, expected);
+    assert_eq!(left, 0);
 }
 
 /// Each item as a line of JSON, as the engine's files have them.
