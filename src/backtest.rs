@@ -30,9 +30,8 @@ pub fn run(
     dir: &Path,
     budget: Option<usize>,
 ) -> io::Result<(Written, u64)> {
-    let entry_lines = Arc::new(EntryLines::new(model));
     let mut parts: Vec<BacktestFiles> = (0..engines.max(1))
-        .map(|part| BacktestFiles::part(dir, model, part, budget, entry_lines.clone()))
+        .map(|part| BacktestFiles::part(dir, model, part, budget))
         .collect();
     let sinks = parts
         .iter_mut()
@@ -75,14 +74,8 @@ pub struct Written {
 impl BacktestFiles {
     /// Part `part` of the files in `dir` (which must exist) for the entries and sends of
     /// `model`'s moments, for one engine, holding up to `budget` bytes of each in memory:
-    /// see [`BacktestFiles::finish_all`]. All parts share one `entry_lines`.
-    pub fn part(
-        dir: &Path,
-        model: &Model,
-        part: usize,
-        budget: Option<usize>,
-        entry_lines: Arc<EntryLines>,
-    ) -> BacktestFiles {
+    /// see [`BacktestFiles::finish_all`].
+    pub fn part(dir: &Path, model: &Model, part: usize, budget: Option<usize>) -> BacktestFiles {
         let budget = budget.unwrap_or(DEFAULT_BUDGET);
         // `Model::moments` is sorted by id, so a moment's index is its rank. INVARIANT: ranks
         // below `u16::MAX` only; a moment past them, or not among the campaigns, sorts by
@@ -102,7 +95,7 @@ impl BacktestFiles {
         BacktestFiles {
             ranks,
             entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget)
-                .restoring(entry_lines),
+                .restoring(Arc::new(EntryLines::new(model))),
             sends: SortedFile::part(&dir.join("sends.ndjson"), part, budget),
             counts,
             summary: Summary::new(),
@@ -207,13 +200,13 @@ impl Sink for BacktestFiles {
 /// Entries as their runs keep them: without their moment, customer, trigger instant and
 /// send id, which their sort keys hold (see `Sink::entry`), written back when the files are
 /// merged. The runs are a third smaller, and so are the reads and writes of the merge.
-pub struct EntryLines {
+struct EntryLines {
     /// The moments' ids by rank.
     moments: Vec<String>,
 }
 
 impl EntryLines {
-    pub fn new(model: &Model) -> EntryLines {
+    fn new(model: &Model) -> EntryLines {
         let moments = model.moments.iter().take(u16::MAX as usize);
         EntryLines {
             moments: moments.map(|m| m.id.clone()).collect(),

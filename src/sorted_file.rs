@@ -497,21 +497,9 @@ impl SortedFile {
             ));
         }
         let restore = restore.as_deref();
-        let mut out = BlockWriter::create(&path, WRITE_BUFFER)?;
+        // Created before the pieces after the first open it.
+        let out = BlockWriter::create(&path, WRITE_BUFFER)?;
         let lines = parts.iter().map(|p| p.lines).sum();
-        if let [only] = &mut parts[..] {
-            if only.runs.is_empty() {
-                // All in memory: no merge.
-                only.sort_held();
-                let mut whole = Vec::new();
-                for held in &only.held {
-                    let (key, line) = (held.key(&only.bytes), held.line(&only.bytes));
-                    write_line(restore, key, line, &mut whole, &mut out)?;
-                }
-                out.finish()?;
-                return Ok(lines);
-            }
-        }
         for part in &mut parts {
             part.sort_held();
         }
@@ -536,35 +524,27 @@ impl SortedFile {
         } else {
             1
         };
-        let keys = split_keys(&parts, pieces);
-        if keys.is_empty() {
-            let buffer = read_buffer(runs);
-            merge_into_file(sources(&parts, |_| 0..u64::MAX, buffer)?, restore, &mut out)?;
-            out.finish()?;
-            // The parts' run files are removed as they drop.
-            return Ok(lines);
-        }
-        // Each piece from a split key (the first from the start) up to the next, merged at
-        // once with the others and written where it belongs in the file.
-        let starts = keys
+        // Each piece from a split key (the first from the start) up to the next (the last
+        // to the end), merged at once with the others and written where it belongs in the
+        // file. The parts' run files are removed as they drop.
+        let starts = split_keys(&parts, pieces)
             .iter()
             .map(|key| starts_from(&parts, key))
             .collect::<io::Result<Vec<_>>>()?;
+        let buffer = read_buffer(runs * (starts.len() + 1));
+        let mut first = Some(out);
         let mut jobs: Vec<Job<'_>> = Vec::with_capacity(starts.len() + 1);
-        let buffer = read_buffer(runs * (keys.len() + 1));
-        let first = sources(&parts, |i| 0..starts[0][i].at, buffer)?;
-        jobs.push(Box::new(move || {
-            merge_into_file(first, restore, &mut out)?;
-            out.finish()
-        }));
-        for (n, from) in starts.iter().enumerate() {
-            let to = starts.get(n + 1);
-            let bounds = |i: usize| from[i].at..to.map_or(u64::MAX, |to| to[i].at);
+        for n in 0..=starts.len() {
+            let (from, to) = (n.checked_sub(1).map(|i| &starts[i]), starts.get(n));
+            let bounds = |i: usize| from.map_or(0, |f| f[i].at)..to.map_or(u64::MAX, |t| t[i].at);
             let piece = sources(&parts, bounds, buffer)?;
-            let offset = from.iter().map(|s| s.written).sum();
-            let path = &path;
+            let offset = from.map_or(0, |f| f.iter().map(|s| s.written).sum());
+            let (first, path) = (first.take(), &path);
             jobs.push(Box::new(move || {
-                let mut out = BlockWriter::at(path, offset, WRITE_BUFFER)?;
+                let mut out = match first {
+                    Some(out) => out,
+                    None => BlockWriter::at(path, offset, WRITE_BUFFER)?,
+                };
                 merge_into_file(piece, restore, &mut out)?;
                 out.finish()
             }));
@@ -723,7 +703,7 @@ fn run_start(run: &Run, key: &[u8]) -> io::Result<Start> {
     let Some(mark) = before.checked_sub(1).and_then(|i| run.marks.get(i)) else {
         return Ok(Start { at: 0, written: 0 });
     };
-    let mut input = BlockReader::range(&run.path, mark.offset, run.len, 64 * 1024)?;
+    let mut input = BlockReader::range(&run.path, mark.offset, run.len, READ_BUFFER_AT_LEAST)?;
     let (mut at, mut written) = (mark.offset, mark.written);
     let (mut line_key, mut line) = (Vec::new(), Vec::new());
     while let Some(full_len) = read_line(&mut input, &mut line_key, &mut line)? {

@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, TimeZone, Utc};
-use moments::backtest::{BacktestFiles, EntryLines};
+use moments::backtest::BacktestFiles;
 use moments::engine::Sink;
 use moments::model::Model;
 use moments::outcome::{Entry, Fate, Group, Send};
@@ -83,9 +83,8 @@ proptest! {
         static MODEL: OnceLock<Model> = OnceLock::new();
         let model = MODEL.get_or_init(|| common::sample_shop().0);
         let dir = common::TempDir::new("entry-runs");
-        let lines = Arc::new(EntryLines::new(model));
         let mut parts: Vec<BacktestFiles> = (0..engines)
-            .map(|part| BacktestFiles::part(dir.path(), model, part, Some(budget), lines.clone()))
+            .map(|part| BacktestFiles::part(dir.path(), model, part, Some(budget)))
             .collect();
         let mut expected = Vec::new();
         for entry in entries {
