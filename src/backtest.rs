@@ -1,66 +1,79 @@
-//! A backtest's output: `entries.ndjson` and `sends.ndjson`, sorted with bounded memory
-//! ([`SortedFile`]), with the counts for the summary. Each engine writes its own part of
-//! both files as it decides, on its own thread ([`run`]), and the parts are merged at the
-//! end: what the engines decide never crosses to another thread.
+//! A backtest's output: `entries.ndjson` and `sends.ndjson`, written as the engines decide,
+//! with the counts for the summary.
+//!
+//! Each engine writes the lines of what it decides into a [`BacktestPart`], on its own
+//! thread, and hands them over in batches with a mark of how far it has come. One more
+//! thread merges the engines' lines in decision order and writes the files as it goes
+//! ([`write_files`]): nothing is sorted at the end, and memory holds only the lines the
+//! engines have not all passed yet.
+//!
+//! The files' order:
+//! - `entries.ndjson`: the order of decisions: by instant, then priority (higher first),
+//!   moment id and customer id (`docs/language.md`, "what running means"), a customer's
+//!   entries of one moment at one instant in the order they were triggered; then the entries
+//!   left pending, by the instant they are due to be decided, then customer id.
+//! - `sends.ndjson`: by `sent_at`, then send id.
+//!
+//! INVARIANT: lines that compare equal come from one engine, which hands them over in
+//! order: an entry's order holds its customer, a send's its send id, and an engine decides
+//! for whole customers. So the files do not depend on how the customers were split.
 
-use std::borrow::Cow;
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, Sender};
 
 use chrono::{DateTime, Utc};
 
+use crate::direct_io::BlockWriter;
 use crate::engine::{self, Sink};
 use crate::fx::FxMap;
 use crate::model::Model;
 use crate::outcome::{count_entry, Entry, Fate, Send, Summary};
-use crate::outcome::{write_entry_head, write_entry_tail};
-use crate::sorted_file::{at_once, Key, KeyReader, Restore, SortedFile, DEFAULT_BUDGET};
 use crate::value::Record;
 
 /// Backtests `model` over `records` up to `to`, reporting the entries triggered from
 /// `from` on, with `engines` engines side by side, into the files in `dir` (which must
-/// exist); each engine holds up to `budget` bytes of each file in memory (16 MiB when
-/// `None`). Returns what was written and the number of evaluations that ran out of fuel.
+/// exist). Returns what was written and the number of evaluations that ran out of fuel.
 pub fn run(
     model: &Model,
     records: impl Iterator<Item = Record>,
     (from, to): (Option<DateTime<Utc>>, DateTime<Utc>),
     engines: usize,
     dir: &Path,
-    budget: Option<usize>,
 ) -> io::Result<(Written, u64)> {
-    let mut parts: Vec<BacktestFiles> = (0..engines.max(1))
-        .map(|part| BacktestFiles::part(dir, model, part, budget))
-        .collect();
-    let sinks = parts
-        .iter_mut()
-        .map(|part| part as &mut (dyn Sink + std::marker::Send))
-        .collect();
-    let out_of_fuel = engine::run_partitioned(model, records, from, to, sinks)?;
-    Ok((BacktestFiles::finish_all(parts)?, out_of_fuel))
-}
-
-/// The fates an entry can have, and pending.
-const FATES: usize = Fate::ALL.len() + 1;
-
-/// One engine's part of the files of a backtest being written.
-pub struct BacktestFiles {
-    /// Each moment id's place among the campaigns' ids, in order: an entry's sort key
-    /// starts with it rather than with the id, so that the sort tells most keys apart by
-    /// their first bytes (see `SortedFile`).
-    ranks: FxMap<String, u16>,
-    entries: SortedFile,
-    sends: SortedFile,
-    /// The entries of each moment (by rank) by fate (by place in `Fate::ALL`, then
-    /// pending): counted without looking texts up per entry.
-    counts: Vec<(String, [u64; FATES])>,
-    /// The entries of moments without a rank.
-    summary: Summary,
-    /// Room for the next line's sort key.
-    key: Key,
-    /// The first write error; later lines are not written.
-    error: Option<io::Error>,
+    let engines = engines.max(1);
+    let (batches, received) = channel();
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("moments-write".to_string())
+            .spawn_scoped(scope, || write_files(dir, engines, received))?;
+        let mut parts: Vec<BacktestPart> = (0..engines)
+            .map(|part| BacktestPart::new(model, part, batches.clone()))
+            .collect();
+        drop(batches);
+        let sinks = parts
+            .iter_mut()
+            .map(|part| part as &mut (dyn Sink + std::marker::Send))
+            .collect();
+        let ran = engine::run_partitioned(model, records, from, to, sinks);
+        let mut summary = Summary::new();
+        for part in parts {
+            part.finish(&mut summary);
+        }
+        let (entries, sends) = match writer.join() {
+            Ok(written) => written?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        Ok((
+            Written {
+                entries,
+                sends,
+                summary,
+            },
+            ran?,
+        ))
+    })
 }
 
 /// What a finished backtest wrote.
@@ -71,164 +84,487 @@ pub struct Written {
     pub summary: Summary,
 }
 
-impl BacktestFiles {
-    /// Part `part` of the files in `dir` (which must exist) for the entries and sends of
-    /// `model`'s moments, for one engine, holding up to `budget` bytes of each in memory:
-    /// see [`BacktestFiles::finish_all`].
-    pub fn part(dir: &Path, model: &Model, part: usize, budget: Option<usize>) -> BacktestFiles {
-        let budget = budget.unwrap_or(DEFAULT_BUDGET);
-        // `Model::moments` is sorted by id, so a moment's index is its rank. INVARIANT: ranks
-        // below `u16::MAX` only; a moment past them, or not among the campaigns, sorts by
-        // its id after them (see `Sink::entry`).
-        let ranks = model
-            .moments
+/// The fates an entry can have, and pending.
+const FATES: usize = Fate::ALL.len() + 1;
+
+/// A part hands its lines over once it holds this many bytes or lines, or once the engine
+/// has moved on this many times without handing any over.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_LINES: usize = 8192;
+const BATCH_MOVES: u32 = 4096;
+
+/// The buffer of each file's writer.
+const WRITE_BUFFER: usize = 4 << 20;
+
+/// How far an engine has come: every line it hands over from here on is at this place or
+/// after it (see [`Line`]).
+type Mark = (Phase, DateTime<Utc>);
+
+/// Decided entries and sends, then the entries left pending, then nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Decided,
+    Pending,
+    Done,
+}
+
+/// One line of a file, in its part's bytes: its sort key, then the line and its newline.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    phase: Phase,
+    /// When the entry was decided (or is due to be, when pending), or the send sent.
+    at: DateTime<Utc>,
+    /// An entry's moment by decision order; 0 for a send.
+    rank: u16,
+    start: usize,
+    /// Where the key (the customer id, or the send id) ends and the line starts.
+    key_end: usize,
+    end: usize,
+}
+
+impl Line {
+    fn place(&self) -> Mark {
+        (self.phase, self.at)
+    }
+}
+
+/// Lines of one file handed over at once.
+#[derive(Debug, Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    lines: Vec<Line>,
+}
+
+impl Lines {
+    fn push(&mut self, place: Mark, rank: u16, key: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(key.as_bytes());
+        let key_end = self.bytes.len();
+        write(&mut self.bytes);
+        self.bytes.push(b'\n');
+        debug_assert!(
+            self.lines.last().is_none_or(|l| l.place() <= place),
+            "lines handed over out of order"
+        );
+        self.lines.push(Line {
+            phase: place.0,
+            at: place.1,
+            rank,
+            start,
+            key_end,
+            end: self.bytes.len(),
+        });
+    }
+
+    fn key(&self, line: &Line) -> (u16, &[u8]) {
+        (line.rank, &self.bytes[line.start..line.key_end])
+    }
+
+    fn text(&self, line: &Line) -> &[u8] {
+        &self.bytes[line.key_end..line.end]
+    }
+}
+
+/// What a part hands over: its lines since the last batch, and how far it has come.
+struct Batch {
+    part: usize,
+    entries: Lines,
+    sends: Lines,
+    mark: Mark,
+}
+
+/// One engine's way to the files: formats each line as the engine decides, counts the
+/// entries for the summary, and hands batches to the writer.
+pub struct BacktestPart {
+    part: usize,
+    /// Each moment id's place in decision order (priority, higher first, then id), and
+    /// its place in `counts`.
+    moments: FxMap<String, (u16, usize)>,
+    /// The entries of each moment by fate (by place in `Fate::ALL`, then pending):
+    /// counted without looking texts up per entry.
+    counts: Vec<(String, [u64; FATES])>,
+    /// The entries of moments that are not among the campaigns.
+    summary: Summary,
+    mark: Mark,
+    entries: Lines,
+    sends: Lines,
+    /// Times the engine moved on since the last batch.
+    moves: u32,
+    batches: Sender<Batch>,
+}
+
+impl BacktestPart {
+    fn new(model: &Model, part: usize, batches: Sender<Batch>) -> BacktestPart {
+        // The engine's order of decisions at one instant: priority, then the moment's index
+        // (`Model::moments` is sorted by id). INVARIANT: ranks below `u16::MAX` only; the
+        // moments past them share the last one, and are told apart by customer.
+        let mut by_priority: Vec<usize> = (0..model.moments.len()).collect();
+        by_priority.sort_by_key(|&i| std::cmp::Reverse(model.moments[i].priority));
+        let moments = by_priority
             .iter()
-            .zip(0..u16::MAX)
-            .map(|(m, rank)| (m.id.clone(), rank))
+            .enumerate()
+            .map(|(rank, &i)| {
+                let rank = u16::try_from(rank).unwrap_or(u16::MAX);
+                (model.moments[i].id.clone(), (rank, i))
+            })
             .collect();
         let counts = model
             .moments
             .iter()
-            .take(u16::MAX as usize)
             .map(|m| (m.id.clone(), [0; FATES]))
             .collect();
-        BacktestFiles {
-            ranks,
-            entries: SortedFile::part(&dir.join("entries.ndjson"), part, budget)
-                .restoring(Arc::new(EntryLines::new(model))),
-            sends: SortedFile::part(&dir.join("sends.ndjson"), part, budget),
+        BacktestPart {
+            part,
+            moments,
             counts,
             summary: Summary::new(),
-            key: Key::new(),
-            error: None,
+            mark: (Phase::Decided, DateTime::<Utc>::MIN_UTC),
+            entries: Lines::default(),
+            sends: Lines::default(),
+            moves: 0,
+            batches,
         }
     }
 
-    /// Write out the files of which `parts` are the parts, merged: both files at once, on
-    /// two threads when a second one can be had.
-    ///
-    /// INVARIANT: lines with equal sort keys come from one part. An entry's key holds its
-    /// customer, and a send's its send id, which holds the customer; an engine decides for
-    /// whole customers. So the files do not depend on how the customers were split.
-    pub fn finish_all(parts: Vec<BacktestFiles>) -> io::Result<Written> {
-        let mut summary = Summary::new();
-        let mut entries = Vec::with_capacity(parts.len());
-        let mut sends = Vec::with_capacity(parts.len());
-        for part in parts {
-            if let Some(e) = part.error {
-                return Err(e);
-            }
-            let counted = part.counts.into_iter().flat_map(|(moment, counts)| {
-                let fates = Fate::ALL.iter().map(|f| f.as_str()).chain(["pending"]);
-                fates
-                    .zip(counts)
-                    .filter(|(_, n)| *n > 0)
-                    .map(move |(fate, n)| (moment.clone(), fate.to_string(), n))
-            });
-            let others = part.summary.into_iter().flat_map(|(moment, fates)| {
-                fates
-                    .into_iter()
-                    .map(move |(fate, n)| (moment.clone(), fate, n))
-            });
-            for (moment, fate, n) in counted.chain(others) {
-                *summary.entry(moment).or_default().entry(fate).or_default() += n;
-            }
-            entries.push(part.entries);
-            sends.push(part.sends);
+    fn hand_over(&mut self) {
+        let batch = Batch {
+            part: self.part,
+            entries: std::mem::take(&mut self.entries),
+            sends: std::mem::take(&mut self.sends),
+            mark: self.mark,
+        };
+        self.moves = 0;
+        // A send fails only when the writer has stopped, on an error it reports.
+        let _ = self.batches.send(batch);
+    }
+
+    fn hand_over_when_full(&mut self) {
+        let bytes = self.entries.bytes.len() + self.sends.bytes.len();
+        let lines = self.entries.lines.len() + self.sends.lines.len();
+        if bytes >= BATCH_BYTES || lines >= BATCH_LINES {
+            self.hand_over();
         }
-        // The sends on a thread of their own.
-        let (entries_written, sends_written) = at_once(
-            "moments-sends",
-            || SortedFile::finish_all(entries),
-            || SortedFile::finish_all(sends),
-        )?;
-        Ok(Written {
-            entries: entries_written,
-            sends: sends_written,
-            summary,
-        })
+    }
+
+    /// Hand over the last lines, the part's end, and add its counts to `summary`.
+    fn finish(mut self, summary: &mut Summary) {
+        self.mark = (Phase::Done, DateTime::<Utc>::MAX_UTC);
+        self.hand_over();
+        let counted = self.counts.into_iter().flat_map(|(moment, counts)| {
+            let fates = Fate::ALL.iter().map(|f| f.as_str()).chain(["pending"]);
+            fates
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(move |(fate, n)| (moment.clone(), fate.to_string(), n))
+        });
+        let others = self.summary.into_iter().flat_map(|(moment, fates)| {
+            fates
+                .into_iter()
+                .map(move |(fate, n)| (moment.clone(), fate, n))
+        });
+        for (moment, fate, n) in counted.chain(others) {
+            *summary.entry(moment).or_default().entry(fate).or_default() += n;
+        }
     }
 }
 
-impl Sink for BacktestFiles {
+impl Sink for BacktestPart {
     fn entry(&mut self, entry: Entry) {
-        let rank = self.ranks.get(&*entry.moment).copied();
+        let (rank, index) = match self.moments.get(&*entry.moment) {
+            Some(&(rank, index)) => (rank, Some(index)),
+            None => (u16::MAX, None),
+        };
         let fate = entry
             .fate
             .and_then(|f| Fate::ALL.iter().position(|a| *a == f))
             .unwrap_or(FATES - 1);
-        match rank.and_then(|r| self.counts.get_mut(usize::from(r))) {
+        match index.and_then(|i| self.counts.get_mut(i)) {
             Some((_, counts)) => counts[fate] += 1,
             None => count_entry(&mut self.summary, &entry),
         }
-        if self.error.is_none() {
-            // The order of `engine::entry_order`: the moment's rank is in the order of the
-            // ids.
-            let key = std::mem::take(&mut self.key).reuse();
-            let key = match rank {
-                Some(rank) => key.rank(rank),
-                None => key.rank(u16::MAX).text(&entry.moment),
-            };
-            let key = key
-                .text(&entry.customer_id)
-                .instant(entry.trigger_at)
-                .opt_text(entry.send_id.as_deref());
-            self.error = self
-                .entries
-                .push_stripped(&key, |line| entry.write_json_split(line))
-                .err();
-            self.key = key;
-        }
+        // Pending entries are in order of due instant, then customer.
+        let rank = if self.mark.0 == Phase::Decided {
+            rank
+        } else {
+            0
+        };
+        self.entries
+            .push(self.mark, rank, &entry.customer_id, |line| {
+                entry.write_json(line)
+            });
+        self.hand_over_when_full();
     }
 
     fn send(&mut self, send: Send) {
-        if self.error.is_none() {
-            // The order of `engine::send_order`.
-            let key = std::mem::take(&mut self.key)
-                .reuse()
-                .instant(send.sent_at)
-                .text(&send.send_id);
-            self.error = self
-                .sends
-                .push_with(&key, |line| send.write_json(line))
-                .err();
-            self.key = key;
+        let place = (self.mark.0, send.sent_at.max(self.mark.1));
+        self.sends
+            .push(place, 0, &send.send_id, |line| send.write_json(line));
+        self.hand_over_when_full();
+    }
+
+    fn reached(&mut self, instant: DateTime<Utc>) {
+        self.mark.1 = instant;
+        self.moves += 1;
+        if self.moves >= BATCH_MOVES {
+            self.hand_over();
         }
+    }
+
+    fn left_pending(&mut self) {
+        self.mark = (Phase::Pending, DateTime::<Utc>::MIN_UTC);
     }
 }
 
-/// Entries as their runs keep them: without their moment, customer, trigger instant and
-/// send id, which their sort keys hold (see `Sink::entry`), written back when the files are
-/// merged. The runs are a third smaller, and so are the reads and writes of the merge.
-struct EntryLines {
-    /// The moments' ids by rank.
-    moments: Vec<String>,
-}
-
-impl EntryLines {
-    fn new(model: &Model) -> EntryLines {
-        let moments = model.moments.iter().take(u16::MAX as usize);
-        EntryLines {
-            moments: moments.map(|m| m.id.clone()).collect(),
-        }
-    }
-}
-
-impl Restore for EntryLines {
-    fn restore(&self, key: &[u8], kept: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let mut key = KeyReader::new(key);
-        let mut fields = || {
-            let moment = match key.rank()? {
-                u16::MAX => key.text()?,
-                rank => Cow::Borrowed(self.moments.get(usize::from(rank))?.as_str()),
-            };
-            Some((moment, key.text()?, key.instant()?, key.opt_text()?))
+/// Writes both files from the parts' batches, merged, as soon as every part has passed
+/// their lines; returns how many entries and sends were written. An error when a file
+/// cannot be written, or when a part stopped without its end (its engine failed).
+fn write_files(dir: &Path, parts: usize, batches: Receiver<Batch>) -> io::Result<(u64, u64)> {
+    let mut entries = Merge::new(
+        parts,
+        BlockWriter::create(&dir.join("entries.ndjson"), WRITE_BUFFER)?,
+    );
+    let mut sends = Merge::new(
+        parts,
+        BlockWriter::create(&dir.join("sends.ndjson"), WRITE_BUFFER)?,
+    );
+    let mut marks = vec![(Phase::Decided, DateTime::<Utc>::MIN_UTC); parts];
+    for batch in batches {
+        let Some(mark) = marks.get_mut(batch.part) else {
+            continue;
         };
-        let (moment, customer_id, trigger_at, send_id) =
-            fields().ok_or_else(|| io::Error::other("an entry's sort key does not read back"))?;
-        write_entry_head(out, &moment, &customer_id, trigger_at);
-        out.extend_from_slice(kept);
-        write_entry_tail(out, send_id.as_deref());
-        Ok(())
+        *mark = batch.mark;
+        entries.add(batch.part, batch.entries);
+        sends.add(batch.part, batch.sends);
+        // INVARIANT: every part hands over its lines in order, and none before its mark.
+        if let Some(&passed) = marks.iter().min() {
+            entries.write_before(passed)?;
+            sends.write_before(passed)?;
+        }
+    }
+    if marks.iter().any(|(phase, _)| *phase != Phase::Done) {
+        return Err(io::Error::other(
+            "an engine stopped before the end of the backtest",
+        ));
+    }
+    Ok((entries.finish()?, sends.finish()?))
+}
+
+/// One file being written from its parts' lines, merged.
+struct Merge {
+    /// Each part's lines not written yet: batches, and where the first one's next line is.
+    queues: Vec<(VecDeque<Lines>, usize)>,
+    out: BlockWriter,
+    written: u64,
+    /// The lines of one place, gathered from every part: (part, batch, line).
+    group: Vec<(usize, usize, usize)>,
+}
+
+impl Merge {
+    fn new(parts: usize, out: BlockWriter) -> Merge {
+        Merge {
+            queues: (0..parts).map(|_| (VecDeque::new(), 0)).collect(),
+            out,
+            written: 0,
+            group: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, part: usize, lines: Lines) {
+        if !lines.lines.is_empty() {
+            if let Some((queue, _)) = self.queues.get_mut(part) {
+                queue.push_back(lines);
+            }
+        }
+    }
+
+    /// The next line of `part` not written yet.
+    fn front(&self, part: usize) -> Option<&Line> {
+        let (queue, next) = &self.queues[part];
+        queue.front().and_then(|lines| lines.lines.get(*next))
+    }
+
+    /// Write every line at a place before `passed`, in order.
+    fn write_before(&mut self, passed: Mark) -> io::Result<()> {
+        loop {
+            let next = (0..self.queues.len())
+                .filter_map(|part| self.front(part).map(Line::place))
+                .min();
+            let Some(place) = next.filter(|p| *p < passed) else {
+                return Ok(());
+            };
+            // Every part's lines at this place: at the start of its queue, in order.
+            self.group.clear();
+            for (part, (queue, next)) in self.queues.iter().enumerate() {
+                let mut line = *next;
+                'batches: for (batch, lines) in queue.iter().enumerate() {
+                    for l in &lines.lines[line..] {
+                        if l.place() != place {
+                            break 'batches;
+                        }
+                        self.group.push((part, batch, line));
+                        line += 1;
+                    }
+                    line = 0;
+                }
+            }
+            let queues = &self.queues;
+            let line_of = |&(part, batch, line): &(usize, usize, usize)| {
+                let lines = &queues[part].0[batch];
+                (lines, &lines.lines[line])
+            };
+            // Stable: equal keys keep their part's order.
+            self.group.sort_by(|a, b| {
+                let (la, a) = line_of(a);
+                let (lb, b) = line_of(b);
+                la.key(a).cmp(&lb.key(b))
+            });
+            for item in &self.group {
+                let (lines, line) = line_of(item);
+                self.out.write_all(lines.text(line))?;
+            }
+            self.written += self.group.len() as u64;
+            // Past the lines written.
+            for (part, (queue, next)) in self.queues.iter_mut().enumerate() {
+                let mut taken = self.group.iter().filter(|(p, _, _)| *p == part).count();
+                while taken > 0 {
+                    let Some(front) = queue.front() else { break };
+                    let here = (front.lines.len() - *next).min(taken);
+                    taken -= here;
+                    *next += here;
+                    if *next == front.lines.len() {
+                        queue.pop_front();
+                        *next = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write what is left (every part has ended) and close the file.
+    fn finish(mut self) -> io::Result<u64> {
+        self.write_before((Phase::Done, DateTime::<Utc>::MAX_UTC))?;
+        self.out.finish()?;
+        Ok(self.written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A part's lines: (steps forward in place, rank, key), and whether a batch ends after
+    /// each.
+    type PartLines = Vec<((u8, u8), u16, String, bool)>;
+
+    fn part_lines() -> impl Strategy<Value = PartLines> {
+        let line = ((0u8..3, 0u8..3), 0u16..3, "[ab]{0,2}", any::<bool>());
+        proptest::collection::vec(line, 0..40)
+    }
+
+    fn place_after(place: Mark, (phase, seconds): (u8, u8)) -> Mark {
+        let phase = match (place.0, phase) {
+            (Phase::Decided, 2) => Phase::Pending,
+            (phase, _) => phase,
+        };
+        let at = match phase == place.0 {
+            true => place.1 + chrono::Duration::seconds(i64::from(seconds)),
+            false => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        (phase, at)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever the batches and the order the parts' batches come in, the file is every
+        /// line stably sorted by place, then rank and key.
+        #[test]
+        fn the_parts_lines_are_merged_in_order(
+            parts in proptest::collection::vec(part_lines(), 1..4),
+            interleaving in proptest::collection::vec(0usize..4, 0..200),
+        ) {
+            let dir = std::env::temp_dir().join(format!(
+                "moments-merge-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut batches: Vec<VecDeque<Batch>> = Vec::new();
+            let mut expected = Vec::new();
+            for (part, lines) in parts.iter().enumerate() {
+                let mut place = (Phase::Decided, DateTime::<Utc>::UNIX_EPOCH);
+                let mut queue = VecDeque::new();
+                let mut batch = Lines::default();
+                for (index, (step, rank, key, hand_over)) in lines.iter().enumerate() {
+                    place = place_after(place, *step);
+                    // Keys of different parts differ, as customers of different engines do.
+                    let key = format!("{part}{key}");
+                    let text = format!("{part}-{index}");
+                    batch.push(place, *rank, &key, |out| out.extend_from_slice(text.as_bytes()));
+                    expected.push((place, *rank, key, text));
+                    if *hand_over {
+                        let lines = std::mem::take(&mut batch);
+                        queue.push_back((lines, place));
+                    }
+                }
+                queue.push_back((batch, (Phase::Done, DateTime::<Utc>::MAX_UTC)));
+                batches.push(
+                    queue
+                        .into_iter()
+                        .map(|(entries, mark)| Batch {
+                            part,
+                            entries,
+                            sends: Lines::default(),
+                            mark,
+                        })
+                        .collect(),
+                );
+            }
+            let (sender, receiver) = channel();
+            // The parts' batches in any interleaving, each part's in order.
+            for part in interleaving {
+                if let Some(batch) = batches[part % parts.len()].pop_front() {
+                    sender.send(batch).unwrap();
+                }
+            }
+            for queue in &mut batches {
+                while let Some(batch) = queue.pop_front() {
+                    sender.send(batch).unwrap();
+                }
+            }
+            drop(sender);
+            let (entries, sends) = write_files(&dir, parts.len(), receiver).unwrap();
+            expected.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+            let expected: String = expected.iter().map(|(_, _, _, text)| format!("{text}\n")).collect();
+            let written = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            prop_assert_eq!(written, expected);
+            prop_assert_eq!(entries, expected_len(&parts));
+            prop_assert_eq!(sends, 0);
+        }
+    }
+
+    fn expected_len(parts: &[PartLines]) -> u64 {
+        parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    #[test]
+    fn a_part_that_stops_without_its_end_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("moments-merge-end-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (sender, receiver) = channel();
+        let mark = (Phase::Done, DateTime::<Utc>::MAX_UTC);
+        let batch = |part| Batch {
+            part,
+            entries: Lines::default(),
+            sends: Lines::default(),
+            mark,
+        };
+        sender.send(batch(0)).unwrap();
+        drop(sender);
+        let written = write_files(&dir, 2, receiver);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(written.is_err());
     }
 }

@@ -38,11 +38,35 @@ use crate::value::{Id, Record, RecordKind, Value};
 /// Work allowed for one evaluation of a user-written expression.
 pub const FUEL_PER_EVALUATION: u64 = 1_000_000;
 
-/// Where the engine puts entries and sends, as it decides them (in time order, not in the
-/// order of the files: a sink that writes files sorts them).
+/// Where the engine puts entries and sends, as it decides them: in decision order (by
+/// instant, then priority, moment and customer), then the entries left pending.
 pub trait Sink {
     fn entry(&mut self, entry: Entry);
     fn send(&mut self, send: Send);
+    /// Every entry and send from here on is decided at `instant` or later (sent at it or
+    /// later): a sink merging engines' outputs knows what can be written.
+    fn reached(&mut self, instant: DateTime<Utc>) {
+        let _ = instant;
+    }
+    /// The entries from here on are those left pending, by send instant, then customer.
+    fn left_pending(&mut self) {}
+}
+
+/// What an engine reads: records in time order, and marks that no record before an instant
+/// is still to come (so that an engine that has none for a while still moves on).
+#[derive(Debug, Clone)]
+pub enum Feed {
+    Record(Record),
+    Until(DateTime<Utc>),
+}
+
+impl Feed {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Feed::Record(r) => r.at,
+            Feed::Until(t) => *t,
+        }
+    }
 }
 
 /// What the engine produced, all in memory.
@@ -413,7 +437,7 @@ pub fn run_traced(
     engine.tracer = Some(Tracer::new(&engine, model, options));
     let customer: Id = Id::new(&options.customer);
     let mut trace = Trace::default();
-    let out_of_fuel = engine.run_with(records, from, now, |engine| {
+    let out_of_fuel = engine.run_with(records.map(Feed::Record), from, now, |engine| {
         if engine.find(&customer).is_none() {
             let mut ids: Vec<&str> = engine.customers.iter().map(|c| &*c.id).collect();
             ids.sort_unstable();
@@ -480,7 +504,7 @@ pub fn run_into(
     now: DateTime<Utc>,
     sink: &mut dyn Sink,
 ) -> u64 {
-    Engine::new(model, sink).run_with(records, from, now, |_| {})
+    Engine::new(model, sink).run_with(records.map(Feed::Record), from, now, |_| {})
 }
 
 /// The part of `parts` that decides for `customer_id` in [`run_partitioned`]: a stable
@@ -529,7 +553,7 @@ pub fn run_partitioned(
         let mut engines = Vec::with_capacity(parts);
         for (part, sink) in sinks.into_iter().enumerate() {
             let (sender, batches) =
-                std::sync::mpsc::sync_channel::<Vec<Record>>(RECORD_BATCHES_AHEAD);
+                std::sync::mpsc::sync_channel::<Vec<Feed>>(RECORD_BATCHES_AHEAD);
             senders.push(sender);
             let engine = std::thread::Builder::new()
                 .name(format!("moments-engine-{part}"))
@@ -540,16 +564,17 @@ pub fn run_partitioned(
                 })?;
             engines.push(engine);
         }
-        let mut batches: Vec<Vec<Record>> = (0..parts)
+        let mut batches: Vec<Vec<Feed>> = (0..parts)
             .map(|_| Vec::with_capacity(RECORD_BATCH))
             .collect();
         // A send fails only when that engine's thread has ended (it panicked), which
         // joining it below reports.
-        let hand_over = |part: usize, batch: &mut Vec<Record>| {
+        let hand_over = |part: usize, batch: &mut Vec<Feed>| {
             let batch = std::mem::replace(batch, Vec::with_capacity(RECORD_BATCH));
             let _ = senders[part].send(batch);
         };
         for record in records.take_while(|r| r.at <= now) {
+            let at = record.at;
             let everyone = match (&record.customer, &record.kind) {
                 (None, _) => true,
                 (Some(_), RecordKind::Event { event, .. }) => shop.contains(*event),
@@ -559,18 +584,21 @@ pub fn run_partitioned(
             if everyone {
                 for (part, batch) in batches.iter_mut().enumerate() {
                     if Some(part) != owner {
-                        batch.push(record.clone());
-                        if batch.len() >= RECORD_BATCH {
-                            hand_over(part, batch);
-                        }
+                        batch.push(Feed::Record(record.clone()));
                     }
                 }
             }
             if let Some(part) = owner {
                 // INVARIANT: `partition` is below `parts`.
-                let batch = &mut batches[part];
-                batch.push(record);
-                if batch.len() >= RECORD_BATCH {
+                batches[part].push(Feed::Record(record));
+            }
+            // All engines are handed their batches at once, each closed by a mark that no
+            // record before this one's instant is to come: an engine with few records of
+            // its own still moves on with the others, and what it decides can be merged
+            // with theirs as they go (see `Sink::reached`).
+            if batches.iter().any(|b| b.len() >= RECORD_BATCH) {
+                for (part, batch) in batches.iter_mut().enumerate() {
+                    batch.push(Feed::Until(at));
                     hand_over(part, batch);
                 }
             }
@@ -1120,7 +1148,7 @@ impl<'m> Engine<'m> {
     /// evaluations ran out of fuel.
     fn run_with(
         mut self,
-        records: impl Iterator<Item = Record>,
+        records: impl Iterator<Item = Feed>,
         from: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         finish: impl FnOnce(&mut Engine),
@@ -1128,7 +1156,8 @@ impl<'m> Engine<'m> {
         let mut records = records.peekable();
         let mut cron_cursor: Option<DateTime<Utc>> = None;
         loop {
-            let next_record = records.peek().map(|r| r.at).filter(|t| *t <= now);
+            // A mark `Until(t)` stands for a record at `t` that changes nothing.
+            let next_record = records.peek().map(Feed::at).filter(|t| *t <= now);
             let next_timer = self
                 .timers
                 .peek()
@@ -1162,9 +1191,10 @@ impl<'m> Engine<'m> {
                     continue;
                 }
             }
+            self.out.reached(instant);
             if next_record == Some(instant) {
-                while records.peek().is_some_and(|r| r.at == instant) {
-                    if let Some(record) = records.next() {
+                while let Some(feed) = records.next_if(|f| f.at() == instant) {
+                    if let Feed::Record(record) = feed {
                         self.apply(record);
                     }
                 }
@@ -1205,13 +1235,25 @@ impl<'m> Engine<'m> {
         let mut left: Vec<Pending> = self.pending_store.drain().map(|(_, p)| p).collect();
         left.extend(self.due_now.drain(..).map(|(_, p)| p));
         let id = |p: &Pending| self.customers.get(p.who).map(|c| c.id.clone());
-        left.sort_by_cached_key(|p| (p.send_at, id(p)));
+        // INVARIANT: a total order (the key tells a customer's entries apart), so that the
+        // order does not depend on the queue's.
+        left.sort_by_cached_key(|p| {
+            (
+                p.send_at,
+                id(p),
+                p.moment,
+                p.trigger_at,
+                p.trigger_key.clone(),
+            )
+        });
+        self.out.left_pending();
         for p in left {
             let moment = &self.moments[p.moment];
             let Some(customer) = self.customers.get(p.who) else {
                 continue;
             };
             if from.is_none_or(|f| p.trigger_at >= f) {
+                self.out.reached(p.send_at);
                 self.out.entry(Entry {
                     moment: moment.id.clone(),
                     customer_id: customer.id.clone(),

@@ -29,7 +29,6 @@ pub mod report;
 pub mod report_html;
 pub mod sample;
 pub mod schedule;
-pub mod sorted_file;
 pub mod state;
 pub mod types;
 pub mod value;

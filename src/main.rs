@@ -633,7 +633,6 @@ fn backtest(
             (Some(from), to),
             engine_threads(threads),
             out,
-            None,
         )
     });
     note_unsorted(unsorted);

@@ -127,16 +127,12 @@ impl Entry {
     /// Appends the entry as one line of JSON (no newline): the bytes `serde_json` writes
     /// for it, without going through a serializer (see [`write_str`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_split(out);
-    }
-
-    /// Appends the entry as [`Entry::write_json`] does, and returns the lengths of the
-    /// line's head and tail, which [`write_entry_head`] and [`write_entry_tail`] write from
-    /// the moment, customer, trigger instant and send id alone.
-    pub fn write_json_split(&self, out: &mut Vec<u8>) -> (usize, usize) {
-        let start = out.len();
-        write_entry_head(out, &self.moment, &self.customer_id, self.trigger_at);
-        let head = out.len() - start;
+        out.extend_from_slice(b"{\"moment\":");
+        write_str(out, &self.moment);
+        out.extend_from_slice(b",\"customer_id\":");
+        write_str(out, &self.customer_id);
+        out.extend_from_slice(b",\"trigger_at\":");
+        write_instant(out, self.trigger_at);
         out.extend_from_slice(b",\"due_at\":");
         write_instant(out, self.due_at);
         out.extend_from_slice(b",\"fate\":");
@@ -146,35 +142,13 @@ impl Entry {
         }
         out.extend_from_slice(b",\"reason\":");
         write_str(out, &self.reason);
-        let tail = out.len();
-        write_entry_tail(out, self.send_id.as_deref());
-        (head, out.len() - tail)
+        out.extend_from_slice(b",\"send_id\":");
+        match &self.send_id {
+            Some(id) => write_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
     }
-}
-
-/// The start of an entry's line of JSON, up to its trigger instant.
-pub fn write_entry_head(
-    out: &mut Vec<u8>,
-    moment: &str,
-    customer_id: &str,
-    trigger_at: DateTime<Utc>,
-) {
-    out.extend_from_slice(b"{\"moment\":");
-    write_str(out, moment);
-    out.extend_from_slice(b",\"customer_id\":");
-    write_str(out, customer_id);
-    out.extend_from_slice(b",\"trigger_at\":");
-    write_instant(out, trigger_at);
-}
-
-/// The end of an entry's line of JSON, from its send id on.
-pub fn write_entry_tail(out: &mut Vec<u8>, send_id: Option<&str>) {
-    out.extend_from_slice(b",\"send_id\":");
-    match send_id {
-        Some(id) => write_str(out, id),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.push(b'}');
 }
 
 impl Send {

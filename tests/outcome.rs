@@ -1,18 +1,13 @@
 //! Entries and sends as the backtest writes them, line by line without a serializer: the
 //! same bytes as `serde_json` writes, whatever their texts hold (quotes, backslashes,
 //! control characters, non-ASCII) and whatever their instants (fractions of a second,
-//! years past 9999 or before 0); and entries whose runs keep only what their sort keys do
-//! not hold come out of a backtest's files whole.
+//! years past 9999 or before 0).
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use chrono::{DateTime, TimeZone, Utc};
-use moments::backtest::BacktestFiles;
-use moments::engine::Sink;
-use moments::model::Model;
 use moments::outcome::{Entry, Fate, Group, Send};
 use proptest::prelude::*;
 
@@ -68,37 +63,6 @@ proptest! {
             String::from_utf8(line).unwrap(),
             serde_json::to_string(&entry).unwrap()
         );
-    }
-
-    #[test]
-    fn entries_come_out_of_a_backtests_runs_whole(
-        // One of the campaigns' moments (its rank in the key) or any other text.
-        entries in proptest::collection::vec(
-            entry(prop_oneof![Just("apology_outreach".to_string()), text()]),
-            1..8,
-        ),
-        budget in prop_oneof![Just(1usize), Just(1usize << 20)],
-        engines in 1usize..3,
-    ) {
-        static MODEL: OnceLock<Model> = OnceLock::new();
-        let model = MODEL.get_or_init(|| common::sample_shop().0);
-        let dir = common::TempDir::new("entry-runs");
-        let mut parts: Vec<BacktestFiles> = (0..engines)
-            .map(|part| BacktestFiles::part(dir.path(), model, part, Some(budget)))
-            .collect();
-        let mut expected = Vec::new();
-        for entry in entries {
-            expected.push(serde_json::to_string(&entry).unwrap());
-            // A customer's entries all in one part, as the engines write them.
-            let part = entry.customer_id.len() % engines;
-            parts[part].entry(entry);
-        }
-        BacktestFiles::finish_all(parts).unwrap();
-        let written = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
-        let mut written: Vec<&str> = written.lines().collect();
-        written.sort_unstable();
-        expected.sort_unstable();
-        prop_assert_eq!(written, expected);
     }
 
     #[test]
