@@ -289,8 +289,8 @@ struct Customer {
     /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
     gates: u64,
     /// Indexes of the customer's own events by key, one per `Engine::own_keyed` (up to the
-    /// last one an event has reached).
-    keyed: Vec<KeyIndex>,
+    /// last one an event has reached); the first inline, in the customer's own cache lines.
+    keyed: smallvec::SmallVec<[KeyIndex; 1]>,
 }
 
 /// The histories an aggregate reads: one customer's, or the shop's with `across customers`.
@@ -2352,9 +2352,19 @@ fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Opti
 /// Drop the items before `from` from a time-ordered history, once they are at least half
 /// of it: a history holds at most about twice its window, and appending stays cheap.
 fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) {
-    let stale = items.partition_point(|item| at(item) < from);
-    if stale > 0 && stale * 2 >= items.len() {
+    let stale = stale(items, at, from);
+    if stale > 0 {
         items.drain(..stale);
+    }
+}
+
+/// How many items [`cut_stale`] drops: those before `from`, once they are at least half.
+fn stale<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
+    let stale = items.partition_point(|item| at(item) < from);
+    if stale * 2 >= items.len() {
+        stale
+    } else {
+        0
     }
 }
 
@@ -2365,8 +2375,13 @@ struct KeyIndex {
     /// False once an event's path held something the index cannot stand for (a text where
     /// a list was expected, a list where one value was): aggregates then scan.
     usable: bool,
-    times: FxMap<String, Vec<DateTime<Utc>>>,
+    /// Keys inline when short (a product id), and a key's first instants beside it: a
+    /// lookup reads the table and nothing else for most keys.
+    times: FxMap<Id, KeyTimes>,
 }
+
+/// The instants of one key in a [`KeyIndex`].
+type KeyTimes = smallvec::SmallVec<[DateTime<Utc>; 2]>;
 
 impl KeyIndex {
     fn usable() -> KeyIndex {
@@ -2386,15 +2401,15 @@ impl KeyIndex {
         };
         let value = event.properties.get(first).unwrap_or(&Value::Null);
         let projected = eval::Projected::of(value, rest);
-        let mut keys: Vec<String> = Vec::new();
+        let mut keys: smallvec::SmallVec<[Id; 4]> = smallvec::SmallVec::new();
         let mut key = String::new();
         let fits = match (&projected, list) {
             (eval::Projected::One(Value::Null), true) => true,
             (_, true) => match projected.items() {
                 Some(items) => {
                     for item in items {
-                        if eval::write_key(item, &mut key) && !keys.contains(&key) {
-                            keys.push(key.clone());
+                        if eval::write_key(item, &mut key) && !keys.iter().any(|k| *k == key) {
+                            keys.push(Id::from(key.as_str()));
                         }
                     }
                     true
@@ -2403,7 +2418,7 @@ impl KeyIndex {
             },
             (eval::Projected::One(one), false) => {
                 let fits = eval::write_key(one, &mut key);
-                keys.push(key);
+                keys.push(Id::from(key.as_str()));
                 fits
             }
             (eval::Projected::Each(..), false) => false,
@@ -2418,7 +2433,10 @@ impl KeyIndex {
             let times = self.times.entry(key).or_default();
             times.push(event.at);
             if let Some(from) = from {
-                cut_stale(times, |t| *t, from);
+                let stale = stale(times, |t| *t, from);
+                if stale > 0 {
+                    times.drain(..stale);
+                }
             }
         }
     }
