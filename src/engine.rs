@@ -280,12 +280,12 @@ struct Customer {
     history: Vec<Vec<EventRecord>>,
     /// Running tallies of the events plain aggregates read, by place in `Layout::tally`.
     tallies: Vec<Tally>,
-    /// Send instants per moment (sent and control), for `limit`.
-    /// (A list, not a map: a customer has had few moments, and a map costs a cache miss
-    /// more per decision.)
-    moment_sends: Vec<(usize, Vec<DateTime<Utc>>)>,
-    /// Send instants across moments (sent only), for the cap.
-    sends: Vec<DateTime<Utc>>,
+    /// The (moment, instant) of each send (sent and control) inside its moment's `limit`
+    /// window, in order. Inline, in the customer's own cache lines: a limit's count lies
+    /// within a few sends, and a decision reads them without a cache miss more.
+    moment_sends: smallvec::SmallVec<[(usize, DateTime<Utc>); 4]>,
+    /// Send instants across moments (sent only) inside the cap's window, for the cap.
+    sends: smallvec::SmallVec<[DateTime<Utc>; 4]>,
     /// Bit `i`: in the `i`th gate's set of customers (see `Engine::gated`).
     gates: u64,
     /// Indexes of the customer's own events by key, one per `Engine::own_keyed` (up to the
@@ -1774,17 +1774,15 @@ impl<'m> Engine<'m> {
         // 4. limited
         if fate.is_none() {
             if let Some((count, per)) = plan.limit {
-                let previous = customer
-                    .moment_sends
-                    .iter()
-                    .find(|(moment, _)| *moment == p.moment)
-                    .map_or(&[][..], |(_, sends)| sends.as_slice());
                 // How many sends the window holds, and the latest.
                 let in_window = per.map(|w| Recent::within(p.send_at, w));
-                let (had, last) = previous
+                let (had, last) = customer
+                    .moment_sends
                     .iter()
-                    .filter(|t| in_window.is_none_or(|w| w.holds(**t)))
-                    .fold((0u64, None), |(n, _), t| (n + 1, Some(t)));
+                    .filter(|(moment, t)| {
+                        *moment == p.moment && in_window.is_none_or(|w| w.holds(*t))
+                    })
+                    .fold((0u64, None), |(n, _), (_, t)| (n + 1, Some(t)));
                 let limited = had >= count;
                 if limited {
                     fate = Some(Fate::Limited);
@@ -1886,24 +1884,21 @@ impl<'m> Engine<'m> {
                     .checked_sub_signed(chrono::Duration::try_seconds(seconds)?)
             };
             if matches!(fate, Fate::Sent | Fate::Control) && limit_window.is_some() {
-                let at = match c.moment_sends.iter().position(|(m, _)| *m == p.moment) {
-                    Some(at) => at,
-                    None => {
-                        c.moment_sends.push((p.moment, Vec::new()));
-                        c.moment_sends.len() - 1
-                    }
-                };
-                let sends = &mut c.moment_sends[at].1;
-                sends.push(p.send_at);
+                // This moment's sends before its window go; the others' go with theirs.
                 if let Some(from) = limit_window.flatten().and_then(window_from) {
-                    cut_stale(sends, |t| *t, from);
+                    c.moment_sends
+                        .retain(|(moment, t)| *moment != p.moment || *t >= from);
                 }
+                c.moment_sends.push((p.moment, p.send_at));
             }
             if fate == Fate::Sent && cap_window.is_some() {
                 c.sends.push(p.send_at);
                 let seconds = cap_window.map(|s| s.min(i64::MAX as u64) as i64);
                 if let Some(from) = seconds.and_then(window_from) {
-                    cut_stale(&mut c.sends, |t| *t, from);
+                    let stale = stale(&c.sends, |t| *t, from);
+                    if stale > 0 {
+                        c.sends.drain(..stale);
+                    }
                 }
             }
         }
