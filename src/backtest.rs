@@ -43,11 +43,18 @@ pub fn run(
     dir: &Path,
 ) -> io::Result<(Written, u64)> {
     let engines = engines.max(1);
+    // Before any work: a directory that cannot be written to is known at once.
+    let create = |name: &str| {
+        let path = dir.join(name);
+        BlockWriter::create(&path, WRITE_BUFFER)
+            .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", path.display())))
+    };
+    let files = (create("entries.ndjson")?, create("sends.ndjson")?);
     let (batches, received) = channel();
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("moments-write".to_string())
-            .spawn_scoped(scope, || write_files(dir, engines, received))?;
+            .spawn_scoped(scope, || write_files(files, engines, received))?;
         let mut parts: Vec<BacktestPart> = (0..engines)
             .map(|part| BacktestPart::new(model, part, batches.clone()))
             .collect();
@@ -246,10 +253,16 @@ impl BacktestPart {
         }
     }
 
-    /// Hand over the last lines, the part's end, and add its counts to `summary`.
-    fn finish(mut self, summary: &mut Summary) {
+    /// Hand over the last lines and the part's end.
+    fn end(&mut self) {
         self.mark = (Phase::Done, DateTime::<Utc>::MAX_UTC);
         self.hand_over();
+    }
+
+    /// [`BacktestPart::end`] (again, when its engine ended it), and add its counts to
+    /// `summary`.
+    fn finish(mut self, summary: &mut Summary) {
+        self.end();
         let counted = self.counts.into_iter().flat_map(|(moment, counts)| {
             let fates = Fate::ALL.iter().map(|f| f.as_str()).chain(["pending"]);
             fates
@@ -313,20 +326,25 @@ impl Sink for BacktestPart {
     fn left_pending(&mut self) {
         self.mark = (Phase::Pending, DateTime::<Utc>::MIN_UTC);
     }
+
+    /// The engine ended: its end is handed over at once, so that the lines of engines
+    /// still at work are written as they come, not held until they all end.
+    fn finished(&mut self) {
+        self.end();
+    }
 }
 
-/// Writes both files from the parts' batches, merged, as soon as every part has passed
-/// their lines; returns how many entries and sends were written. An error when a file
-/// cannot be written, or when a part stopped without its end (its engine failed).
-fn write_files(dir: &Path, parts: usize, batches: Receiver<Batch>) -> io::Result<(u64, u64)> {
-    let mut entries = Merge::new(
-        parts,
-        BlockWriter::create(&dir.join("entries.ndjson"), WRITE_BUFFER)?,
-    );
-    let mut sends = Merge::new(
-        parts,
-        BlockWriter::create(&dir.join("sends.ndjson"), WRITE_BUFFER)?,
-    );
+/// Writes the entries' and the sends' files from the parts' batches, merged, as soon as
+/// every part has passed their lines; returns how many entries and sends were written. An
+/// error when a file cannot be written, or when a part stopped without its end (its
+/// engine failed).
+fn write_files(
+    (entries, sends): (BlockWriter, BlockWriter),
+    parts: usize,
+    batches: Receiver<Batch>,
+) -> io::Result<(u64, u64)> {
+    let mut entries = Merge::new(parts, entries);
+    let mut sends = Merge::new(parts, sends);
     let mut marks = vec![(Phase::Decided, DateTime::<Utc>::MIN_UTC); parts];
     for batch in batches {
         let Some(mark) = marks.get_mut(batch.part) else {
@@ -534,7 +552,7 @@ mod tests {
                 }
             }
             drop(sender);
-            let (entries, sends) = write_files(&dir, parts.len(), receiver).unwrap();
+            let (entries, sends) = write_files(files_in(&dir), parts.len(), receiver).unwrap();
             expected.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
             let expected: String = expected.iter().map(|(_, _, _, text)| format!("{text}\n")).collect();
             let written = std::fs::read_to_string(dir.join("entries.ndjson")).unwrap();
@@ -543,6 +561,13 @@ mod tests {
             prop_assert_eq!(entries, expected_len(&parts));
             prop_assert_eq!(sends, 0);
         }
+    }
+
+    fn files_in(dir: &Path) -> (BlockWriter, BlockWriter) {
+        (
+            BlockWriter::create(&dir.join("entries.ndjson"), WRITE_BUFFER).unwrap(),
+            BlockWriter::create(&dir.join("sends.ndjson"), WRITE_BUFFER).unwrap(),
+        )
     }
 
     fn expected_len(parts: &[PartLines]) -> u64 {
@@ -563,7 +588,7 @@ mod tests {
         };
         sender.send(batch(0)).unwrap();
         drop(sender);
-        let written = write_files(&dir, 2, receiver);
+        let written = write_files(files_in(&dir), 2, receiver);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(written.is_err());
     }

@@ -50,6 +50,8 @@ pub trait Sink {
     }
     /// The entries from here on are those left pending, by send instant, then customer.
     fn left_pending(&mut self) {}
+    /// Nothing more comes.
+    fn finished(&mut self) {}
 }
 
 /// What an engine reads: records in time order, and marks that no record before an instant
@@ -1269,6 +1271,7 @@ impl<'m> Engine<'m> {
                 });
             }
         }
+        self.out.finished();
         finish(&mut self);
         self.out_of_fuel
     }
