@@ -143,6 +143,14 @@ struct Lines {
 }
 
 impl Lines {
+    /// Room for a batch: its bytes are written once, not copied again as they grow.
+    fn with_room() -> Lines {
+        Lines {
+            bytes: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
+            lines: Vec::with_capacity(BATCH_LINES),
+        }
+    }
+
     fn push(&mut self, place: Mark, rank: u16, key: &str, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key.as_bytes());
@@ -226,8 +234,8 @@ impl BacktestPart {
             counts,
             summary: Summary::new(),
             mark: (Phase::Decided, DateTime::<Utc>::MIN_UTC),
-            entries: Lines::default(),
-            sends: Lines::default(),
+            entries: Lines::with_room(),
+            sends: Lines::with_room(),
             moves: 0,
             batches,
         }
@@ -236,8 +244,8 @@ impl BacktestPart {
     fn hand_over(&mut self) {
         let batch = Batch {
             part: self.part,
-            entries: std::mem::take(&mut self.entries),
-            sends: std::mem::take(&mut self.sends),
+            entries: std::mem::replace(&mut self.entries, Lines::with_room()),
+            sends: std::mem::replace(&mut self.sends, Lines::with_room()),
             mark: self.mark,
         };
         self.moves = 0;

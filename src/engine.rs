@@ -354,6 +354,12 @@ impl History for Histories<'_> {
     }
 }
 
+/// The reason of a `capped` entry whose window held `recent` sends.
+fn capped_reason(recent: usize, per: impl std::fmt::Display, count: u64) -> String {
+    let messages = if recent == 1 { "message" } else { "messages" };
+    format!("capped: {recent} {messages} in the last {per}, cap {count}")
+}
+
 /// Whose evaluations to record, for `explain`.
 #[derive(Debug, Clone)]
 pub struct TraceOptions {
@@ -794,6 +800,8 @@ struct Engine<'m> {
     /// The customers this engine decides for, when the run is split between engines
     /// (`run_partitioned`): (this engine's part, how many parts). `None`: everyone.
     share: Option<(usize, usize)>,
+    /// The reason of a `capped` entry, when there is a cap.
+    capped_reason: Option<String>,
 }
 
 impl<'m> Engine<'m> {
@@ -1058,6 +1066,11 @@ impl<'m> Engine<'m> {
             zones: BTreeMap::new(),
             next_fire: vec![None; model.moments.len()],
             share: None,
+            capped_reason: model
+                .schema
+                .defaults
+                .cap
+                .map(|(count, per)| capped_reason(count as usize, per, count)),
         };
         engine.default_zone_of_new = engine.zone_from_traits(&engine.traits.defaults);
         engine
@@ -1820,8 +1833,12 @@ impl<'m> Engine<'m> {
                     fate = Some(Fate::Capped);
                 }
                 if capped && reported {
-                    let messages = if recent == 1 { "message" } else { "messages" };
-                    reason = format!("capped: {recent} {messages} in the last {per}, cap {count}");
+                    reason = match &self.capped_reason {
+                        // A send is only ever made below the cap, so a capped entry's
+                        // window holds the cap exactly: the reason is made once.
+                        Some(text) if recent as u64 == count => text.clone(),
+                        _ => capped_reason(recent, per, count),
+                    };
                 }
             }
         }
