@@ -572,13 +572,14 @@ pub fn run_partitioned(
                 })?;
             engines.push(engine);
         }
+        // A batch's records and the mark that closes it.
         let mut batches: Vec<Vec<Feed>> = (0..parts)
-            .map(|_| Vec::with_capacity(RECORD_BATCH))
+            .map(|_| Vec::with_capacity(RECORD_BATCH + 1))
             .collect();
         // A send fails only when that engine's thread has ended (it panicked), which
         // joining it below reports.
         let hand_over = |part: usize, batch: &mut Vec<Feed>| {
-            let batch = std::mem::replace(batch, Vec::with_capacity(RECORD_BATCH));
+            let batch = std::mem::replace(batch, Vec::with_capacity(RECORD_BATCH + 1));
             let _ = senders[part].send(batch);
         };
         for record in records.take_while(|r| r.at <= now) {
