@@ -2376,12 +2376,7 @@ fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: Date
 
 /// How many items [`cut_stale`] drops: those before `from`, once they are at least half.
 fn stale<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
-    let stale = items.partition_point(|item| at(item) < from);
-    if stale * 2 >= items.len() {
-        stale
-    } else {
-        0
-    }
+    eval::stale_half(items, at, from)
 }
 
 /// Everyone's events of one kind by key: the instants, oldest first, of the events whose

@@ -571,8 +571,8 @@ impl Tally {
             if let Some(from) =
                 chrono::Duration::try_seconds(window).and_then(|w| event.at.checked_sub_signed(w))
             {
-                let stale = self.times.partition_point(|t| *t < from);
-                if stale > 0 && stale * 2 >= self.times.len() {
+                let stale = stale_half(&self.times, |t| *t, from);
+                if stale > 0 {
                     self.times.drain(..stale);
                     self.values.drain(..stale * spec.fields.len());
                 }
@@ -628,6 +628,18 @@ impl Tally {
             AggregateFn::Avg => sum?.mean(),
             AggregateFn::Min | AggregateFn::Max | AggregateFn::Last => return None,
         })
+    }
+}
+
+/// How many of the time-ordered `items` are before `from`, when they are at least half of
+/// them; 0 otherwise. The middle item tells which, so that the usual answer (no, the
+/// older half is still needed) reads one item rather than searching the whole.
+pub fn stale_half<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
+    // INVARIANT: `items` is in time order, so at least half are stale exactly when the
+    // last item of the older half is.
+    match items.len().checked_sub(1).map(|last| &items[last / 2]) {
+        Some(middle) if at(middle) < from => items.partition_point(|item| at(item) < from),
+        _ => 0,
     }
 }
 

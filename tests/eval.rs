@@ -507,3 +507,20 @@ mod tallies_agree_with_scans {
         }
     }
 }
+
+proptest::proptest! {
+    /// The stale half of a time-ordered list, found from its middle item: what counting the
+    /// items before the bound finds, when they are at least half.
+    #[test]
+    fn the_stale_half_is_found_from_the_middle(
+        mut seconds in proptest::collection::vec(0i64..50, 0..40),
+        from in -5i64..55,
+    ) {
+        seconds.sort_unstable();
+        let at = |s: &i64| Utc.timestamp_opt(*s, 0).unwrap();
+        let from = Utc.timestamp_opt(from, 0).unwrap();
+        let before = seconds.iter().filter(|s| at(s) < from).count();
+        let expected = if before * 2 >= seconds.len() { before } else { 0 };
+        proptest::prop_assert_eq!(moments::eval::stale_half(&seconds, at, from), expected);
+    }
+}
