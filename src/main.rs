@@ -96,9 +96,10 @@ enum Command {
     },
     /// Dry-run the campaigns over historical data, keeping no state.
     ///
-    /// Writes `entries.ndjson` (every entry and its fate), `sends.ndjson` (every sent or
-    /// control message) and `rejects.ndjson` (data records that could not be read) to --out,
-    /// and prints entries by fate for each moment. Same inputs, byte-identical outputs.
+    /// Writes `entries.ndjson` (every entry and its fate, in the order they were decided),
+    /// `sends.ndjson` (every sent or control message, by send instant) and `rejects.ndjson`
+    /// (data records that could not be read) to --out, and prints entries by fate for each
+    /// moment. Same inputs, byte-identical outputs.
     Backtest {
         /// The campaign directory.
         #[arg(long, default_value = "campaigns")]
