@@ -383,6 +383,8 @@ struct Merge {
     written: u64,
     /// The lines of one place, gathered from every part: (part, batch, line).
     group: Vec<(usize, usize, usize)>,
+    /// Per part, where its lines after that place start: (batch, line).
+    ends: Vec<(usize, usize)>,
 }
 
 impl Merge {
@@ -392,6 +394,7 @@ impl Merge {
             out,
             written: 0,
             group: Vec::new(),
+            ends: vec![(0, 0); parts],
         }
     }
 
@@ -421,17 +424,18 @@ impl Merge {
             // Every part's lines at this place: at the start of its queue, in order.
             self.group.clear();
             for (part, (queue, next)) in self.queues.iter().enumerate() {
-                let mut line = *next;
+                let mut end = (queue.len(), 0);
                 'batches: for (batch, lines) in queue.iter().enumerate() {
-                    for l in &lines.lines[line..] {
+                    let first = if batch == 0 { *next } else { 0 };
+                    for (line, l) in lines.lines.iter().enumerate().skip(first) {
                         if l.place() != place {
+                            end = (batch, line);
                             break 'batches;
                         }
                         self.group.push((part, batch, line));
-                        line += 1;
                     }
-                    line = 0;
                 }
+                self.ends[part] = end;
             }
             let queues = &self.queues;
             let line_of = |&(part, batch, line): &(usize, usize, usize)| {
@@ -450,18 +454,9 @@ impl Merge {
             }
             self.written += self.group.len() as u64;
             // Past the lines written.
-            for (part, (queue, next)) in self.queues.iter_mut().enumerate() {
-                let mut taken = self.group.iter().filter(|(p, _, _)| *p == part).count();
-                while taken > 0 {
-                    let Some(front) = queue.front() else { break };
-                    let here = (front.lines.len() - *next).min(taken);
-                    taken -= here;
-                    *next += here;
-                    if *next == front.lines.len() {
-                        queue.pop_front();
-                        *next = 0;
-                    }
-                }
+            for ((queue, next), &(batch, line)) in self.queues.iter_mut().zip(&self.ends) {
+                queue.drain(..batch);
+                *next = line;
             }
         }
     }

@@ -1916,7 +1916,7 @@ impl<'m> Engine<'m> {
                 c.sends.push(p.send_at);
                 let seconds = cap_window.map(|s| s.min(i64::MAX as u64) as i64);
                 if let Some(from) = seconds.and_then(window_from) {
-                    let stale = stale(&c.sends, |t| *t, from);
+                    let stale = eval::stale_half(&c.sends, |t| *t, from);
                     if stale > 0 {
                         c.sends.drain(..stale);
                     }
@@ -2368,15 +2368,10 @@ fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Opti
 /// Drop the items before `from` from a time-ordered history, once they are at least half
 /// of it: a history holds at most about twice its window, and appending stays cheap.
 fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) {
-    let stale = stale(items, at, from);
+    let stale = eval::stale_half(items, at, from);
     if stale > 0 {
         items.drain(..stale);
     }
-}
-
-/// How many items [`cut_stale`] drops: those before `from`, once they are at least half.
-fn stale<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
-    eval::stale_half(items, at, from)
 }
 
 /// Everyone's events of one kind by key: the instants, oldest first, of the events whose
@@ -2444,7 +2439,7 @@ impl KeyIndex {
             let times = self.times.entry(key).or_default();
             times.push(event.at);
             if let Some(from) = from {
-                let stale = stale(times, |t| *t, from);
+                let stale = eval::stale_half(times, |t| *t, from);
                 if stale > 0 {
                     times.drain(..stale);
                 }
