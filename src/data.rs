@@ -105,7 +105,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use smol_str::{format_smolstr, ToSmolStr};
 
 use crate::ast::{self, ExprKind, Literal, UnaryOp};
-use crate::fx::{FxMap, FxSet};
+use crate::fx::FxSet;
 use crate::model;
 use crate::types::{Ty, TypeKind};
 use crate::value::{interned, Id, Names, Origin, Properties, Record, RecordKind, Reject, Value};
@@ -427,7 +427,9 @@ struct EventSpec {
 #[derive(Debug)]
 struct Compiled {
     events: Vec<EventSpec>,
-    by_source: FxMap<Box<str>, usize>,
+    /// Each event's place in `events` by its name in the data, first of a name first, with
+    /// the name's [`name_tag`]: most names are told apart by their tags.
+    by_source: Vec<(u64, Arc<str>, usize)>,
     /// Sorted by name.
     traits: Vec<FieldSpec>,
 }
@@ -466,13 +468,17 @@ impl Compiled {
             }
         };
         let mut events = Vec::new();
-        let mut by_source = FxMap::default();
+        let mut by_source: Vec<(u64, Arc<str>, usize)> = Vec::new();
         for event in schema.events.values() {
             let mut fields: Vec<FieldSpec> = event.fields.values().map(field).collect();
             fields.sort_by(|a, b| a.name.cmp(b.name));
-            by_source
-                .entry(Box::from(event.source.as_str()))
-                .or_insert(events.len());
+            if !by_source.iter().any(|(_, s, _)| **s == *event.source) {
+                by_source.push((
+                    name_tag(&event.source),
+                    Arc::from(event.source.as_str()),
+                    events.len(),
+                ));
+            }
             let names: Vec<&str> = fields.iter().map(|f| f.name).collect();
             let names = Properties::names_for(&names);
             // INVARIANT: the fields are sorted by name and unique, as `names_for` sorts.
@@ -497,7 +503,17 @@ impl Compiled {
     }
 
     fn event(&self, source: &str) -> Option<&EventSpec> {
-        self.by_source.get(source).and_then(|&i| self.events.get(i))
+        self.event_at(source).map(|(_, event)| event)
+    }
+
+    /// The declared event named `source` in the data, with its place in `events`.
+    fn event_at(&self, source: &str) -> Option<(usize, &EventSpec)> {
+        let tag = name_tag(source);
+        let (_, _, i) = self
+            .by_source
+            .iter()
+            .find(|(t, s, _)| *t == tag && **s == *source)?;
+        Some((*i, self.events.get(*i)?))
     }
 }
 
@@ -573,6 +589,8 @@ impl TextCache {
 struct Ctx {
     schema: Arc<Compiled>,
     texts: TextCache,
+    /// Room for the property values of the line at hand, by slot (see `fast_json`).
+    slots: Vec<Value>,
     /// The instant of customers table rows without `updated_at`.
     forever: DateTime<Utc>,
     rejects: Vec<Reject>,
@@ -587,6 +605,7 @@ impl Ctx {
         Ctx {
             schema,
             texts: TextCache::default(),
+            slots: Vec::new(),
             forever,
             rejects: Vec::new(),
             skipped: BTreeMap::new(),
@@ -1344,34 +1363,35 @@ fn parse_line<'de, R: serde_json::de::Read<'de>>(
     Ok(top)
 }
 
-/// Turns one NDJSON line into a record.
+/// Turns one NDJSON line into a record: the usual line by the fast path, any other (and
+/// every reject) the long way.
 fn ndjson_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> Outcome {
+    // Checked once for the whole line, so the parser does not check each string again.
+    if let Ok(text) = std::str::from_utf8(line) {
+        let (schema, texts, slots) = (&ctx.schema, &mut ctx.texts, &mut ctx.slots);
+        if let Some(record) = fast_json::record(text, rel, number, schema, texts, slots) {
+            debug_assert!(
+                matches!(slow_record(line, rel, number, ctx), Outcome::Record(r) if r == record),
+                "the fast path read {text} otherwise"
+            );
+            return Outcome::Record(record);
+        }
+    }
+    slow_record(line, rel, number, ctx)
+}
+
+/// Turns one NDJSON line into a record through serde_json, which words what is wrong.
+fn slow_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> Outcome {
     let schema = ctx.schema.clone();
     let seed = |texts| TopSeed {
         schema: &schema,
         texts,
     };
     let parsed = match std::str::from_utf8(line) {
-        // Checked once for the whole line, so the parser does not check each string again.
-        Ok(text) => match fast_json::top(text, &schema, &mut ctx.texts) {
-            Some(top) => {
-                debug_assert_eq!(
-                    parse_line(
-                        serde_json::Deserializer::from_str(text),
-                        seed(&mut ctx.texts)
-                    )
-                    .ok()
-                    .as_ref(),
-                    Some(&top),
-                    "the fast path read {text} otherwise"
-                );
-                Ok(top)
-            }
-            None => parse_line(
-                serde_json::Deserializer::from_str(text),
-                seed(&mut ctx.texts),
-            ),
-        },
+        Ok(text) => parse_line(
+            serde_json::Deserializer::from_str(text),
+            seed(&mut ctx.texts),
+        ),
         // The parser says where the bad byte is.
         Err(_) => parse_line(
             serde_json::Deserializer::from_slice(line),
@@ -2537,11 +2557,8 @@ fn table_record<'a, C: Cell<'a>>(
                 Some(Err(e)) => return Outcome::Reject(format!("`event` is {e}")),
                 None => return Outcome::Reject("`event` is empty".to_string()),
             };
-            let Some(index) = schema.by_source.get(name.as_ref()).copied() else {
+            let Some((index, spec)) = schema.event_at(&name) else {
                 ctx.skip(&name);
-                return Outcome::Skip;
-            };
-            let Some(spec) = schema.events.get(index) else {
                 return Outcome::Skip;
             };
             let customer = match cell(*id).map(|c| c.text()) {

@@ -15,9 +15,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub type Id = smol_str::SmolStr;
 
 /// A value of customer data or of an expression.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Value {
     /// Missing.
+    #[default]
     Null,
     Bool(bool),
     Int(i64),
@@ -183,6 +184,17 @@ impl Properties {
             names,
             // One allocation: the iterator's length is known.
             values: (0..names.len()).map(|_| Value::Null).collect(),
+        }
+    }
+
+    /// Properties named by `names` (from [`Properties::names_for`]) with the values of
+    /// `slots`, taken by position (those past the end absent), in one allocation.
+    pub fn from_slots(names: Names, slots: &mut [Value]) -> Properties {
+        Properties {
+            names,
+            values: (0..names.len())
+                .map(|i| slots.get_mut(i).map_or(Value::Null, std::mem::take))
+                .collect(),
         }
     }
 

@@ -1,25 +1,32 @@
-//! A fast path for the usual NDJSON line: a `track` or `identify` whose top-level strings and
-//! properties have no escapes. It reads the line straight into the
-//! same [`Top`] as the serde path does, calling the same visitors ([`JVisitor`],
-//! [`TypedSeed`]) with the same values, without serde_json's deserializer between them.
+//! A fast path for the usual NDJSON line: a `track` of a declared event or an `identify`,
+//! each key once, whose top-level strings and properties have no escapes and whose values
+//! all fit their types. It reads the line straight into its [`Record`], typing each value
+//! as [`TypedSeed`] does, with nothing in between: no JSON tree, no list of typed fields,
+//! properties written into their slots as they are read.
 //!
 //! A list or an object inside the line (a list of products, a `context`) is read by
 //! serde_json itself from its own slice of the line, with the same seed.
 //!
-//! Anything else gives `None` and the line is read again by serde_json, which also words
-//! the errors: a string with an escape or a control character outside nested values,
-//! properties read before `event` or of an undeclared event, an empty top-level object, a
-//! number serde_json would read as a float because it does not fit 64 bits, a nested value
-//! of more than 64 brackets, and any JSON that is not well formed. So a line gives the same
-//! [`Top`] whichever path reads it; debug builds check that on every line.
+//! Anything else gives `None`, and the line is read again the long way (serde_json and
+//! [`super::slow_record`]), which also words the rejects: a string with an escape or a
+//! control character outside nested values, a key given twice, properties before `event`,
+//! an undeclared event, a value that does not fit its type or a required one missing, a
+//! number whose conversion is not the one every float parser agrees on, a nested value of
+//! more than 64 brackets, and any JSON that is not well formed. So a line gives the same
+//! record whichever path reads it; debug builds check that on every line.
 
 use std::marker::PhantomData;
 
 use serde::de::{DeserializeSeed, IgnoredAny, Visitor};
 
+use chrono::{DateTime, Utc};
+use smol_str::{format_smolstr, ToSmolStr};
+
 use super::{
-    find_field, Compiled, EventSpec, FieldSpec, Fields, JVisitor, TextCache, Top, TypedSeed, J,
+    find_field, from_text_scalar, integral, named_traits, parse_timestamp, CTy, Compiled,
+    EventSpec, FieldSpec, Kind, TextCache, TypedSeed,
 };
+use crate::value::{Id, Origin, Properties, Record, RecordKind, Value};
 
 /// The error type the visitors are called with; they never fail on scalars.
 type Error = serde_json::Error;
@@ -27,58 +34,157 @@ type Error = serde_json::Error;
 /// Brackets in one nested value, at most; more is left to the serde path.
 const MAX_OPENED: usize = 64;
 
-/// The line read by the fast path, or `None` when serde_json must read it.
-pub(super) fn top<'a>(line: &'a str, schema: &Compiled, texts: &mut TextCache) -> Option<Top<'a>> {
+/// The record of a usual line (see the module's comment), or `None` when the line must be
+/// read the long way.
+pub(super) fn record(
+    line: &str,
+    rel: &'static str,
+    number: u64,
+    schema: &Compiled,
+    texts: &mut TextCache,
+    slots: &mut Vec<Value>,
+) -> Option<Record> {
     let mut p = Parser { text: line, at: 0 };
-    let mut top = Top::default();
-    // The declared event, once `event` has been read: `Some(None)` when undeclared.
-    let mut event: Option<Option<&EventSpec>> = None;
+    // `Some(true)`: a `track`.
+    let mut track: Option<bool> = None;
+    let mut user: Option<Id> = None;
+    let mut event: Option<&EventSpec> = None;
+    let mut at: Option<DateTime<Utc>> = None;
+    let mut id: Option<Id> = None;
+    let mut properties: Option<Properties> = None;
+    let mut traits: Option<Vec<(usize, Value)>> = None;
+    // Keys seen, a bit each: a key given twice goes the long way.
+    let mut seen = 0u8;
     p.ws();
     p.eat(b'{')?;
     loop {
         let key = p.key()?;
-        // As `TopSeed::visit_map` does.
-        let slot = match key {
-            "type" => Some((&mut top.ty, "type")),
-            "userId" => Some((&mut top.user_id, "userId")),
-            "event" => Some((&mut top.event, "event")),
-            "timestamp" => Some((&mut top.timestamp, "timestamp")),
-            "messageId" => Some((&mut top.message_id, "messageId")),
-            "properties" => {
-                top.properties = match event {
-                    Some(Some(spec)) => p.fields(&spec.fields, "", texts)?,
+        let bit = match key.as_bytes() {
+            b"type" => {
+                track = match p.string()? {
+                    "track" => Some(true),
+                    "identify" => Some(false),
                     _ => return None,
                 };
-                None
+                1
             }
-            "traits" => {
-                top.traits = p.fields(&schema.traits, "trait ", texts)?;
-                None
+            b"userId" => {
+                user = p.id()?;
+                2
+            }
+            b"event" => {
+                event = Some(schema.event(p.string()?)?);
+                4
+            }
+            b"timestamp" => {
+                at = Some(parse_timestamp(p.string()?)?);
+                8
+            }
+            b"messageId" => {
+                id = p.id()?;
+                16
+            }
+            b"properties" => {
+                // Read before `event` they would be typed afterwards: the long way.
+                properties = Some(p.properties(event?, texts, slots)?);
+                32
+            }
+            b"traits" => {
+                traits = Some(p.fields(&schema.traits, texts)?);
+                64
             }
             _ => {
                 p.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
-                None
+                0
             }
         };
-        if let Some((slot, name)) = slot {
-            if slot.is_some() {
-                top.duplicate = Some(name);
-            }
-            let value = p.value(JVisitor, PhantomData::<J>)?;
-            if name == "event" {
-                event = match &value {
-                    J::Str(source) => Some(schema.event(source)),
-                    _ => None,
-                };
-            }
-            *slot = Some(value);
+        if seen & bit != 0 {
+            return None;
         }
+        seen |= bit;
         if !p.more()? {
             break;
         }
     }
     p.ws();
-    (p.at == line.len()).then_some(top)
+    if p.at != line.len() {
+        return None;
+    }
+    let id = match id {
+        Some(id) => id,
+        None => format_smolstr!("{rel}:{number}"),
+    };
+    let origin = Origin {
+        file: rel,
+        line: number,
+    };
+    // As `slow_record` tells a `track` from an `identify` without `type`.
+    let track = track.unwrap_or(event.is_some() || traits.is_none());
+    if track {
+        // Traits on a `track` are read but not used: the long way.
+        let event = event.filter(|_| traits.is_none())?;
+        let customer = match event.catalog {
+            true => None,
+            false => Some(user?),
+        };
+        let properties = match properties {
+            Some(properties) => properties,
+            None => {
+                slots.clear();
+                complete_slots(event, slots)?
+            }
+        };
+        Some(Record {
+            at: at?,
+            customer,
+            id,
+            kind: RecordKind::Event {
+                event: event.name,
+                properties,
+            },
+            origin,
+        })
+    } else {
+        if event.is_some() || properties.is_some() {
+            return None;
+        }
+        Some(Record {
+            at: at?,
+            customer: Some(user?),
+            id,
+            kind: RecordKind::Identify {
+                traits: named_traits(traits.unwrap_or_default(), &schema.traits),
+            },
+            origin,
+        })
+    }
+}
+
+/// `slots` as `len` absent values (quicker than `Vec::resize`, which clones each).
+fn null_slots(slots: &mut Vec<Value>, len: usize) {
+    if slots.len() > len {
+        slots.truncate(len);
+    }
+    let given = slots.len();
+    slots.extend((given..len).map(|_| Value::Null));
+}
+
+/// The values of `event`'s properties, by slot, with defaults filled in; `None` when a
+/// required one is missing (see `complete`).
+fn complete_slots(event: &EventSpec, slots: &mut Vec<Value>) -> Option<Properties> {
+    null_slots(slots, event.fields.len());
+    for (slot, field) in slots.iter_mut().zip(&event.fields) {
+        if !slot.is_null() {
+            continue;
+        }
+        match &field.default {
+            Some(Value::Null) => {}
+            Some(v) => *slot = v.clone(),
+            None if field.ty.optional => {}
+            None => return None,
+        }
+    }
+    Some(Properties::from_slots(event.names, slots))
 }
 
 struct Parser<'a> {
@@ -238,91 +344,203 @@ impl<'a> Parser<'a> {
                 self.literal(b"null")?;
                 visitor.visit_unit()
             }
-            b'-' | b'0'..=b'9' => return self.number(visitor),
+            b'-' | b'0'..=b'9' => match self.number()? {
+                Number::Whole(n) => visitor.visit_i64(n),
+                Number::Fraction(x) => visitor.visit_f64(x),
+            },
             _ => return None,
         };
         visited.ok()
     }
 
-    /// A number in JSON's grammar. Whole numbers that fit are converted here as
-    /// serde_json converts them; numbers with a fraction or an exponent by serde_json
-    /// itself, so that they round the same.
-    fn number<V: Visitor<'a>>(&mut self, visitor: V) -> Option<V::Value> {
-        let start = self.at;
-        let negative = self.peek() == Some(b'-');
+    /// A number in JSON's grammar, as serde_json converts it, when that is sure: a whole
+    /// number that fits an `i64` (not `-0`, which serde_json reads as a float), or one with
+    /// a fraction or an exponent whose digits fit 64 bits and whose power of ten is at
+    /// most 22. serde_json converts those as `digits as f64` times or divided by that
+    /// power, both exact, so the one rounding is the correct one, which any parser gives.
+    /// Anything else is `None` and goes the long way.
+    fn number(&mut self) -> Option<Number> {
+        let bytes = self.text.as_bytes();
+        let mut at = self.at;
+        let negative = bytes.get(at) == Some(&b'-');
         if negative {
-            self.at += 1;
+            at += 1;
         }
-        match self.peek()? {
-            b'0' => self.at += 1,
-            b'1'..=b'9' => self.digits(),
+        let mut digits: u64 = 0;
+        match *bytes.get(at)? {
+            b'0' => at += 1,
+            b'1'..=b'9' => {
+                while let Some(&b @ b'0'..=b'9') = bytes.get(at) {
+                    digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                    at += 1;
+                }
+            }
             _ => return None,
         }
+        let mut exponent: i64 = 0;
         let mut whole = true;
-        if self.peek() == Some(b'.') {
-            self.at += 1;
-            self.first_digit()?;
-            whole = false;
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.at += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.at += 1;
+        if bytes.get(at) == Some(&b'.') {
+            at += 1;
+            let first = at;
+            while let Some(&b @ b'0'..=b'9') = bytes.get(at) {
+                digits = digits.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                exponent -= 1;
+                at += 1;
             }
-            self.first_digit()?;
+            if at == first {
+                return None;
+            }
             whole = false;
         }
-        let text = self.text.get(start..self.at)?;
-        let visited: Result<V::Value, Error> = if whole {
-            // Too long for 64 bits: serde_json reads a float.
-            let magnitude: u64 = text.trim_start_matches('-').parse().ok()?;
-            if negative {
-                // `-0` and what does not fit an i64 are floats to serde_json.
-                let n = (magnitude as i64).wrapping_neg();
-                if n >= 0 {
-                    return None;
+        if matches!(bytes.get(at), Some(b'e' | b'E')) {
+            at += 1;
+            let sign = match bytes.get(at) {
+                Some(b'-') => {
+                    at += 1;
+                    -1
                 }
-                visitor.visit_i64(n)
-            } else {
-                visitor.visit_u64(magnitude)
+                Some(b'+') => {
+                    at += 1;
+                    1
+                }
+                _ => 1,
+            };
+            let first = at;
+            let mut power: i64 = 0;
+            while let Some(&b @ b'0'..=b'9') = bytes.get(at) {
+                power = power.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+                at += 1;
             }
-        } else {
-            visitor.visit_f64(serde_json::from_str::<f64>(text).ok()?)
+            if at == first {
+                return None;
+            }
+            exponent = exponent.checked_add(sign * power)?;
+            whole = false;
+        }
+        self.at = at;
+        if whole {
+            let n = i64::try_from(digits).ok()?;
+            return match negative {
+                // `-0` is a float to serde_json.
+                true if n == 0 => None,
+                true => Some(Number::Whole(-n)),
+                false => Some(Number::Whole(n)),
+            };
+        }
+        let power = *POW10.get(exponent.unsigned_abs() as usize)?;
+        let x = match exponent >= 0 {
+            true => digits as f64 * power,
+            false => digits as f64 / power,
         };
-        visited.ok()
+        Some(Number::Fraction(if negative { -x } else { x }))
     }
 
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.at += 1;
+    /// A customer's or a message's id: text (empty: none) or a whole number, as `id_text`
+    /// reads it; `null` is none.
+    fn id(&mut self) -> Option<Option<Id>> {
+        match self.peek()? {
+            b'"' => {
+                let s = self.string()?;
+                Some((!s.is_empty()).then(|| Id::new(s)))
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                Some(None)
+            }
+            _ => match self.number()? {
+                Number::Whole(n) => Some(Some(n.to_smolstr())),
+                Number::Fraction(_) => None,
+            },
         }
     }
 
-    /// At least one digit.
-    fn first_digit(&mut self) -> Option<()> {
-        self.peek().filter(u8::is_ascii_digit)?;
-        self.digits();
-        Some(())
+    /// One property's or trait's value, typed as [`TypedSeed`] types it with `null_ok`
+    /// (`null` is `Value::Null`); `None` when it does not fit its type.
+    fn typed(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
+        match self.peek()? {
+            b'"' => {
+                let s = self.string()?;
+                match ty.kind {
+                    Kind::Text | Kind::Any => Some(Value::text(s)),
+                    _ => from_text_scalar(s, ty),
+                }
+            }
+            b'-' | b'0'..=b'9' => match (self.number()?, &ty.kind) {
+                (Number::Whole(n), Kind::Int | Kind::Any) => Some(Value::Int(n)),
+                (Number::Whole(n), Kind::Number) => Some(Value::Number(n as f64)),
+                (Number::Whole(n), Kind::Text) => Some(Value::Text(n.to_smolstr())),
+                (Number::Whole(n), Kind::Duration) => Some(Value::Duration(n)),
+                (Number::Fraction(x), Kind::Number | Kind::Any) => Some(Value::Number(x)),
+                (Number::Fraction(x), Kind::Int) => integral(x).map(Value::Int),
+                _ => None,
+            },
+            b't' | b'f' => {
+                let b = self.peek()? == b't';
+                self.literal(if b { b"true" } else { b"false" })?;
+                matches!(ty.kind, Kind::Bool | Kind::Any).then_some(Value::Bool(b))
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                Some(Value::Null)
+            }
+            b'{' | b'[' => {
+                let seed = TypedSeed {
+                    ty,
+                    null_ok: true,
+                    share: false,
+                    cache: texts,
+                };
+                self.nested(seed)?.ok()
+            }
+            _ => None,
+        }
     }
 
-    /// Properties or traits, as `FieldsSeed::visit_map` types them (`null`: absent).
+    /// An event's properties, by slot, with defaults filled in (`null`: none given).
+    fn properties(
+        &mut self,
+        event: &EventSpec,
+        texts: &mut TextCache,
+        slots: &mut Vec<Value>,
+    ) -> Option<Properties> {
+        slots.clear();
+        null_slots(slots, event.fields.len());
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return complete_slots(event, slots);
+        }
+        self.object(&event.fields, texts, |i, value| {
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = value;
+            }
+        })?;
+        complete_slots(event, slots)
+    }
+
+    /// Traits, as (field index, value) in the order given.
     fn fields(
         &mut self,
         fields: &[FieldSpec],
-        prefix: &'static str,
         texts: &mut TextCache,
-    ) -> Option<Fields<'a>> {
-        if self.peek()? == b'n' {
-            self.literal(b"null")?;
-            return Some(Fields::Absent);
-        }
-        self.eat(b'{')?;
+    ) -> Option<Vec<(usize, Value)>> {
         let mut values = Vec::with_capacity(fields.len().min(16));
-        let mut bad = None;
+        self.object(fields, texts, |i, value| values.push((i, value)))?;
+        Some(values)
+    }
+
+    /// An object of declared fields, each typed and handed to `each` with its index; others
+    /// are read past.
+    fn object(
+        &mut self,
+        fields: &[FieldSpec],
+        texts: &mut TextCache,
+        mut each: impl FnMut(usize, Value),
+    ) -> Option<()> {
+        self.eat(b'{')?;
         self.ws();
         if self.peek()? == b'}' {
             self.at += 1;
-            return Some(Fields::Typed(values));
+            return Some(());
         }
         loop {
             let key = self.key()?;
@@ -331,35 +549,28 @@ impl<'a> Parser<'a> {
                     self.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
                 }
                 Some(i) => {
-                    let field = fields.get(i)?;
-                    let seed = TypedSeed {
-                        ty: &field.ty,
-                        null_ok: true,
-                        share: false,
-                        cache: &mut *texts,
-                    };
-                    let value = match self.peek()? {
-                        b'{' | b'[' => self.nested(seed)?,
-                        _ => self.scalar(seed)?,
-                    };
-                    if bad.is_none() {
-                        match value {
-                            Ok(v) => values.push((i, v)),
-                            Err(e) => bad = Some(e.reason(field.name, prefix)),
-                        }
-                    }
+                    let value = self.typed(&fields.get(i)?.ty, texts)?;
+                    each(i, value);
                 }
             }
             if !self.more()? {
-                break;
+                return Some(());
             }
         }
-        Some(match bad {
-            Some(reason) => Fields::Bad(reason),
-            None => Fields::Typed(values),
-        })
     }
 }
+
+/// A number as [`Parser::number`] reads it.
+enum Number {
+    Whole(i64),
+    Fraction(f64),
+}
+
+/// The powers of ten that an `f64` holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 /// A byte that ends a string's plain run: a quote, a backslash or a control character.
 fn is_special(b: u8) -> bool {
@@ -380,10 +591,10 @@ fn special_bytes(word: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_line, TopSeed};
+    use super::super::{slow_record, Ctx, Outcome};
     use super::*;
 
-    fn compiled() -> Compiled {
+    fn ctx() -> Ctx {
         let mut sources = crate::diagnostic::Sources::default();
         let id = sources.add(crate::diagnostic::SourceFile::new(
             "schema.moment",
@@ -393,51 +604,83 @@ mod tests {
         let model = checked
             .model
             .unwrap_or_else(|| panic!("{:?}", checked.diagnostics));
-        Compiled::new(&model.schema)
+        Ctx::new(
+            std::sync::Arc::new(Compiled::new(&model.schema)),
+            DateTime::<Utc>::MIN_UTC,
+        )
     }
 
-    /// Each line gives what serde_json gives when the fast path reads it, and the fast
-    /// path reads the usual ones.
+    /// The fast path's record of `line`, if it reads it.
+    fn fast(line: &str, ctx: &mut Ctx) -> Option<Record> {
+        let (schema, texts, slots) = (&ctx.schema, &mut ctx.texts, &mut ctx.slots);
+        record(line, "shop.ndjson", 7, schema, texts, slots)
+    }
+
+    /// The usual lines are read by the fast path into the record the long way makes; the
+    /// others are left to the long way.
     #[test]
-    fn the_fast_path_reads_as_serde_json_or_leaves_the_line_to_it() {
-        let schema = compiled();
-        let mut texts = TextCache::default();
+    fn the_fast_path_reads_as_the_long_way_or_leaves_the_line_to_it() {
+        let mut ctx = ctx();
         let track = |rest: &str| {
             format!(
                 r#"{{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:00Z"{rest}}}"#
             )
         };
+        let order = |products: &str| {
+            format!(
+                r#"{{"type":"track","event":"Order Completed","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{{"order_id":"o1","total":10.5,"products":{products}}}}}"#
+            )
+        };
         let read = [
             track(r#","properties":{"product_id":"p1","price":15.99,"name":"Sage Cardigan"}"#),
-            track(r#","properties":{}"#),
-            track(r#","properties":null"#),
             track(r#","properties":{"product_id":"p1","price":-0.5e2,"quantity":3,"extra":true}"#),
-            track(r#","properties":{"product_id":12,"price":18446744073709551615}"#),
-            track(r#","properties":{"product_id":"p1","price":-9223372036854775808}"#),
-            track(r#","properties":{"product_id":"p1","price":"cheap"}"#),
-            track(r#","properties":{"product_id":"p1","price":1,"quantity":1.5}"#),
+            track(r#","properties":{"product_id":12,"price":0.1,"quantity":-4}"#),
             track(r#","properties":{"product_id":"p1","price":1,"price":2}"#),
-            track(r#","messageId":"m1","messageId":"m2","context":{"ip":"x"}"#).replace(r#","context":{"ip":"x"}"#, r#","context":"x""#),
+            track(r#","properties":{"product_id":"p1","price":1,"name":null,"name":"x"}"#),
+            track(r#","properties":{"product_id":"p1","price":123456789012345.6e-7}"#),
+            track(r#","properties":{"product_id":"p1","price":1.5E+22,"quantity":2.0}"#),
+            track(r#","messageId":"","context":"x","properties":{"product_id":"p","price":1}"#),
+            track(r#","messageId":42,"properties":{"product_id":"p","price":-0.0}"#),
             track(r#" , "properties" : { "product_id" : "é ü 😀" , "price" : 1E3 } "#),
             "\t{\"type\":\"identify\",\"userId\":7,\"timestamp\":\"2026-11-20T10:00:00Z\",\"traits\":{\"tier\":\"gold\",\"email_opt_in\":true,\"country\":null}}\r\n ".to_string(),
-            r#"{"type":"track","event":"Unknown Event","userId":"c1"}"#.to_string(),
-            track(r#","properties":{"product_id":["p1"],"price":1}"#),
+            r#"{"userId":"c9","traits":{"first_name":"Ada","tier":"gold","tier":"vip"},"timestamp":"2026-11-20T10:00:00+01:00"}"#.to_string(),
+            r#"{"type":"identify","userId":"c9","timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            r#"{"event":"Product Added","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":1}}"#.to_string(),
             track(r#","context":{"ip":"1.2.3.4","library":{"name":"x \"y\" [z]"}},"properties":{"product_id":"p1","price":1}"#),
             track(r#","properties":{"product_id":"p1","price":1,"extra":[1,{"a":"}"}]}"#),
-            r#"{"type":"track","event":"Order Completed","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o1","total":10.5,"products":[{"product_id":"p1","name":"RECORD FRAME 7\" SINGLE","quantity":2,"price":1.25},{"product_id":"p2","quantity":1,"price":8}]}}"#.to_string(),
-            r#"{"type":"track","event":"Order Completed","userId":"c1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o1","total":10.5,"products":[{"product_id":"p1","quantity":"two","price":1.25}]}}"#.to_string(),
-            r#"{"type":["track"],"userId":{"id":1},"timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            order(r#"[{"product_id":"p1","name":"RECORD FRAME 7\" SINGLE","quantity":2,"price":1.25},{"product_id":"p2","quantity":1,"price":8}]"#),
         ];
         let left = [
+            // Rejects, worded the long way.
+            track(r#","properties":{}"#),
+            track(r#","properties":null"#),
+            track(r#","properties":{"product_id":"p1","price":"cheap"}"#),
+            track(r#","properties":{"product_id":"p1","price":1,"quantity":1.5}"#),
+            track(r#","properties":{"product_id":["p1"],"price":1}"#),
+            track(r#","properties":[]"#),
+            order(r#"[{"product_id":"p1","quantity":"two","price":1.25}]"#),
+            r#"{"type":["track"],"userId":{"id":1},"timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            r#"{"type":"track","event":"Product Added","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":1}}"#.to_string(),
+            r#"{"type":"identify","timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            track(r#","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":1}"#),
+            track(r#","messageId":"m1","messageId":"m2""#),
+            track(r#","properties":{"product_id":"p1","price":1},"properties":{"product_id":"p1","price":1}"#),
+            r#"{"type":"page","userId":"c1","timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            r#"{"type":"track","event":"Unknown Event","userId":"c1"}"#.to_string(),
+            r#"{"properties":{"product_id":"p1","price":1},"event":"Product Added","userId":"c1","timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
+            // Escapes and control characters outside nested values.
             track(r#","properties":{"product_id":"a\"b","price":1}"#),
             track(r#","properties":{"product_id":"tab\there","price":1}"#).replace("\\t", "\t"),
+            // Numbers whose conversion is left to serde_json.
             track(r#","properties":{"product_id":"p1","price":-0}"#),
-            track(r#","properties":{"product_id":"p1","price":-9223372036854775809}"#),
+            track(r#","properties":{"product_id":"p1","price":-9223372036854775808}"#),
             track(r#","properties":{"product_id":"p1","price":18446744073709551616}"#),
+            track(r#","properties":{"product_id":"p1","price":1e23}"#),
+            track(r#","properties":{"product_id":"p1","price":12345678901234567890.5}"#),
+            // Not JSON.
             track(r#","properties":{"product_id":"p1","price":01}"#),
             track(r#","properties":{"product_id":"p1","price":1.}"#),
             track(r#","properties":{"product_id":"p1","price":1e999}"#),
-            track(r#","properties":[]"#),
             track(r#","properties":{"product_id":"p1","price":1,"extra":[1,2}"#),
             track(r#","properties":{"product_id":"p1","price":1,"extra":{"a":1 x}}"#),
             track(r#","context":{"ip":"1.2.3.4""#),
@@ -449,26 +692,60 @@ mod tests {
             track(r#","properties":{"product_id":"p1","price":1},"#),
             track(r#","properties":{"product_id":"p1","price":tru}"#),
             track(r#"} {"#),
-            r#"{"properties":{"product_id":"p1"},"event":"Product Added"}"#.to_string(),
-            r#"{"event":"Unknown Event","properties":{"a":1}}"#.to_string(),
             "{}".to_string(),
             "[]".to_string(),
             String::new(),
         ];
         for line in &read {
-            let fast = top(line, &schema, &mut texts);
-            let serde = parse_line(
-                serde_json::Deserializer::from_str(line),
-                TopSeed {
-                    schema: &schema,
-                    texts: &mut texts,
-                },
-            );
-            assert!(fast.is_some(), "the fast path leaves {line}");
-            assert_eq!(fast, serde.ok(), "{line}");
+            let Some(record) = fast(line, &mut ctx) else {
+                panic!("the fast path leaves {line}");
+            };
+            match slow_record(line.as_bytes(), "shop.ndjson", 7, &mut ctx) {
+                Outcome::Record(slow) => assert_eq!(record, slow, "{line}"),
+                _ => panic!("the long way does not read {line}"),
+            }
         }
         for line in &left {
-            assert_eq!(top(line, &schema, &mut texts), None, "{line}");
+            assert_eq!(fast(line, &mut ctx), None, "{line}");
+        }
+    }
+
+    /// A number the fast path converts is the number serde_json reads.
+    #[test]
+    fn numbers_are_converted_as_serde_json_converts_them() {
+        let cases = [
+            "0",
+            "7",
+            "-7",
+            "0.1",
+            "-0.0",
+            "2.5e-3",
+            "1E22",
+            "9.999999999999999e22",
+            "123456789.123456789",
+            "0.30000000000000004",
+            "9007199254740993",
+            "1.7976931348623157",
+            "4.9e-22",
+            "18014398509481985.5",
+            "9223372036854775807",
+            "-9223372036854775807",
+        ];
+        for text in cases {
+            let mut p = Parser { text, at: 0 };
+            let serde: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            match p.number() {
+                Some(Number::Whole(n)) => assert_eq!(serde.as_i64(), Some(n), "{text}"),
+                Some(Number::Fraction(x)) => {
+                    assert_eq!(
+                        serde.as_f64().map(f64::to_bits),
+                        Some(x.to_bits()),
+                        "{text}"
+                    )
+                }
+                None => continue,
+            }
+            assert_eq!(p.at, text.len(), "{text}");
         }
     }
 
