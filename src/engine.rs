@@ -798,6 +798,8 @@ struct Engine<'m> {
     /// Per moment with `every`: no schedule instant in any known zone before this one
     /// (`None`: not known, look again).
     next_fire: Vec<Option<DateTime<Utc>>>,
+    /// The moments with `every`.
+    scheduled: Vec<usize>,
     /// The customers this engine decides for, when the run is split between engines
     /// (`run_partitioned`): (this engine's part, how many parts). `None`: everyone.
     share: Option<(usize, usize)>,
@@ -1066,6 +1068,9 @@ impl<'m> Engine<'m> {
                 .collect(),
             zones: BTreeMap::new(),
             next_fire: vec![None; model.moments.len()],
+            scheduled: (0..model.moments.len())
+                .filter(|&i| matches!(model.moments[i].trigger.source, TriggerSource::Every { .. }))
+                .collect(),
             share: None,
             capped_reason: model
                 .schema
@@ -1170,7 +1175,8 @@ impl<'m> Engine<'m> {
         finish: impl FnOnce(&mut Engine),
     ) -> u64 {
         let mut records = records.peekable();
-        let mut cron_cursor: Option<DateTime<Utc>> = None;
+        // Every schedule instant up to here has fired (see `ScheduleCursor`).
+        let mut cron_cursor = ScheduleCursor::Start;
         loop {
             // A mark `Until(t)` stands for a record at `t` that changes nothing.
             let next_record = records.peek().map(Feed::at).filter(|t| *t <= now);
@@ -1187,9 +1193,9 @@ impl<'m> Engine<'m> {
             else {
                 // Nothing left but schedules up to `now`; their decisions due by `now`
                 // are made in the next rounds.
-                if cron_cursor.is_some_and(|c| c < now) {
-                    self.fire_schedules(cron_cursor, now);
-                    cron_cursor = Some(now);
+                if cron_cursor.instant().is_some_and(|c| c < now) {
+                    self.fire_schedules(cron_cursor.instant(), now);
+                    cron_cursor = ScheduleCursor::At(now);
                     continue;
                 }
                 break;
@@ -1199,11 +1205,19 @@ impl<'m> Engine<'m> {
             // INVARIANT: the cursor never moves back, so no schedule instant fires twice.
             // A schedule instant equal to `instant` fires in a later round, after the
             // records of that instant (records come first at an instant).
-            let before = instant - chrono::Duration::nanoseconds(1);
-            if cron_cursor.is_none_or(|c| c < before) {
-                self.fire_schedules(cron_cursor, before);
-                cron_cursor = Some(before);
-                if self.next_decision().is_some_and(|t| t < instant) {
+            // They fire up to `instant` less a nanosecond; with none due before `instant`
+            // (most instants), firing would only move the cursor, which is done here.
+            if cron_cursor.is_before(instant) {
+                let fires = self
+                    .scheduled
+                    .iter()
+                    .any(|&i| self.next_fire[i].is_none_or(|next| next < instant));
+                if fires {
+                    let before = schedule::just_before(instant);
+                    self.fire_schedules(cron_cursor.instant(), before);
+                }
+                cron_cursor = ScheduleCursor::JustBefore(instant);
+                if fires && self.next_decision().is_some_and(|t| t < instant) {
                     continue;
                 }
             }
@@ -1900,10 +1914,7 @@ impl<'m> Engine<'m> {
         let cap_window = self.model.schema.defaults.cap.map(|(_, per)| per.seconds());
         let limit_window = plan.limit.map(|(_, per)| per);
         if let Some(c) = self.customers.get_mut(p.who) {
-            let window_from = |seconds: i64| {
-                p.send_at
-                    .checked_sub_signed(chrono::Duration::try_seconds(seconds)?)
-            };
+            let window_from = |seconds: i64| schedule::back(p.send_at, seconds);
             if matches!(fate, Fate::Sent | Fate::Control) && limit_window.is_some() {
                 // This moment's sends before its window go; the others' go with theirs.
                 if let Some(from) = limit_window.flatten().and_then(window_from) {
@@ -2281,9 +2292,7 @@ impl Keep {
     /// The oldest instant still read at `now`; `None` when everything is.
     fn from(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Keep::For(seconds) => {
-                chrono::Duration::try_seconds(seconds).and_then(|w| now.checked_sub_signed(w))
-            }
+            Keep::For(seconds) => schedule::back(now, seconds),
             Keep::Forever => None,
         }
     }
@@ -2345,6 +2354,38 @@ impl Reads {
                 .or_insert(keep);
             *slot = slot.max(keep);
         });
+    }
+}
+
+/// How far `every` schedules have fired: every schedule instant up to this one.
+#[derive(Debug, Clone, Copy)]
+enum ScheduleCursor {
+    /// Nothing yet: the first instant only sets the cursor.
+    Start,
+    /// Up to this instant, itself included.
+    At(DateTime<Utc>),
+    /// Up to the last instant before this one (a nanosecond earlier), which is worked out
+    /// only when a schedule fires.
+    JustBefore(DateTime<Utc>),
+}
+
+impl ScheduleCursor {
+    fn instant(self) -> Option<DateTime<Utc>> {
+        match self {
+            ScheduleCursor::Start => None,
+            ScheduleCursor::At(t) => Some(t),
+            ScheduleCursor::JustBefore(t) => Some(schedule::just_before(t)),
+        }
+    }
+
+    /// Whether the cursor is before the last instant before `instant` (or at the start).
+    fn is_before(self, instant: DateTime<Utc>) -> bool {
+        match self {
+            ScheduleCursor::Start => true,
+            // The instant a nanosecond before each keeps their order.
+            ScheduleCursor::JustBefore(t) => t < instant,
+            ScheduleCursor::At(t) => t < schedule::just_before(instant),
+        }
     }
 }
 
@@ -2732,15 +2773,12 @@ impl Recent {
         if seconds >= 1 {
             // A difference under `seconds` cuts to at most `seconds - 1`; one of `seconds`
             // or more, to `seconds` or more.
-            chrono::Duration::try_seconds(seconds)
-                .and_then(|d| at.checked_sub_signed(d))
-                .map_or(Recent::All, Recent::After)
+            schedule::back(at, seconds).map_or(Recent::All, Recent::After)
         } else {
             // Cut toward zero, a difference is under `seconds` (0 or less) only when it is
             // `seconds - 1` or less.
             1i64.checked_sub(seconds)
-                .and_then(chrono::Duration::try_seconds)
-                .and_then(|d| at.checked_add_signed(d))
+                .and_then(|s| schedule::shifted(at, s))
                 .map_or(Recent::None, Recent::From)
         }
     }

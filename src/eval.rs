@@ -568,9 +568,7 @@ impl Tally {
             self.values
                 .extend(spec.fields.iter().map(|path| field_of(event, path)));
             // Forget what no window reaches any more, once it is half of what is held.
-            if let Some(from) =
-                chrono::Duration::try_seconds(window).and_then(|w| event.at.checked_sub_signed(w))
-            {
+            if let Some(from) = crate::schedule::back(event.at, window) {
                 let stale = stale_half(&self.times, |t| *t, from);
                 if stale > 0 {
                     self.times.drain(..stale);
@@ -786,8 +784,7 @@ fn window_range<T>(
 ) -> std::ops::Range<usize> {
     let end = items.partition_point(|item| at(item) <= now);
     let start = window
-        .and_then(chrono::Duration::try_seconds)
-        .and_then(|w| now.checked_sub_signed(w))
+        .and_then(|w| crate::schedule::back(now, w))
         .map_or(0, |from| {
             items[..end].partition_point(|item| at(item) < from)
         });

@@ -24,8 +24,9 @@ use moments::ast::{Direction, Duration, DurationUnit, Span, TimeOfDay};
 use moments::cron_expr::CronExpr;
 use moments::schedule::{
     after_quiet_hours, anniversaries, anniversary_in, cron_instants, cron_iter, customer_zone,
-    due_at, fnv1a128, fnv1a64, holdout_bucket, in_holdout, instant_key, is_active, local_date,
-    local_datetime_to_utc, local_to_utc, offset_instant, send_id, time_of, wall_clock, OffsetBase,
+    due_at, fnv1a128, fnv1a64, holdout_bucket, in_holdout, instant_key, is_active, just_before,
+    local_date, local_datetime_to_utc, local_to_utc, offset_instant, send_id, shifted, time_of,
+    wall_clock, OffsetBase,
 };
 
 const LONDON: Tz = Tz::Europe__London;
@@ -1257,4 +1258,62 @@ fn cron_with_seconds_through_a_gap() {
         assert_eq!(parts, whole, "split at {split}");
         split += chrono::TimeDelta::seconds(7);
     }
+}
+
+/// Moving an instant by whole seconds, and a nanosecond back, agree with chrono's own
+/// arithmetic everywhere: within a day, across days, months, years and 29 February, in a
+/// leap second, by nothing or by more than there is, and at both ends of time.
+#[test]
+fn instants_move_by_seconds_as_chrono_moves_them() {
+    use proptest::prelude::*;
+    let chrono_shifted = |at: DateTime<Utc>, seconds: i64| {
+        chrono::TimeDelta::try_seconds(seconds).and_then(|d| at.checked_add_signed(d))
+    };
+    let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+        .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+        .map(|t| t.and_utc());
+    let fixed = [
+        Some(utc("2026-11-01T00:00:00Z")),
+        Some(utc("2028-02-29T23:59:59Z")),
+        leap,
+        Some(DateTime::<Utc>::MIN_UTC),
+        Some(DateTime::<Utc>::MAX_UTC),
+    ];
+    let steps = [
+        0,
+        1,
+        -1,
+        59,
+        -86_399,
+        86_400,
+        -86_401,
+        30 * 86_400,
+        i64::MAX,
+        i64::MIN,
+    ];
+    for at in fixed.into_iter().flatten() {
+        for seconds in steps {
+            assert_eq!(
+                shifted(at, seconds),
+                chrono_shifted(at, seconds),
+                "{at} {seconds}"
+            );
+        }
+        if at != DateTime::<Utc>::MIN_UTC {
+            assert_eq!(
+                just_before(at),
+                at - chrono::TimeDelta::nanoseconds(1),
+                "{at}"
+            );
+        }
+    }
+    proptest!(ProptestConfig::with_cases(2_000), |(
+        secs in -10_000_000_000i64..10_000_000_000,
+        nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+        seconds in prop_oneof![-100_000i64..100_000, -10_000_000_000i64..10_000_000_000],
+    )| {
+        let at = DateTime::<Utc>::from_timestamp(secs, nanos).unwrap();
+        prop_assert_eq!(shifted(at, seconds), chrono_shifted(at, seconds));
+        prop_assert_eq!(just_before(at), at - chrono::TimeDelta::nanoseconds(1));
+    });
 }
