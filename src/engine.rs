@@ -158,10 +158,48 @@ struct MomentPlan {
     template_variables: Vec<String>,
     /// The templates' `moment` record (`id`, `title`), made once.
     moment_record: minijinja::Value,
+    /// The parts of this moment's reasons that do not change from entry to entry.
+    reasons: Reasons,
     /// An event the customer must have had for the `where` to hold (it requires
     /// `did(E …)` or `count(E …) >= 1` of the customer's own): only such customers are
     /// considered when a catalog event or a schedule fires for everyone.
     gate: Option<Arc<str>>,
+}
+
+/// The parts of a moment's reasons made once.
+struct Reasons {
+    /// The whole reason of an `inactive` entry.
+    inactive: String,
+    /// What follows the last send in a `limited` entry's reason: `, limit 1 per 7d`.
+    limit: String,
+    /// The whole reason of a `control` entry.
+    control: String,
+}
+
+impl Reasons {
+    fn of(m: &crate::model::Moment) -> Reasons {
+        Reasons {
+            inactive: match m.active {
+                Some((start, Some(u))) => {
+                    format!("inactive: the moment is active from {start} until {u}")
+                }
+                Some((start, None)) => format!("inactive: the moment is active from {start}"),
+                None => String::new(),
+            },
+            limit: match m.limit {
+                Some(l) => match l.per {
+                    Some(per) => format!(
+                        ", limit {} per {}",
+                        l.count,
+                        human_duration(per.seconds().min(i64::MAX as u64) as i64)
+                    ),
+                    None => format!(", limit {} per customer", l.count),
+                },
+                None => String::new(),
+            },
+            control: format!("control: in the {}% holdout", m.holdout_percent),
+        }
+    }
 }
 
 /// `unless E [where …] [within …]`, compiled.
@@ -805,6 +843,9 @@ struct Engine<'m> {
     share: Option<(usize, usize)>,
     /// The reason of a `capped` entry, when there is a cap.
     capped_reason: Option<String>,
+    /// The traits each channel's consent rule reads, in order: a `no_consent` entry's
+    /// reason says what they were.
+    consent_traits: BTreeMap<Channel, Vec<usize>>,
 }
 
 impl<'m> Engine<'m> {
@@ -960,6 +1001,7 @@ impl<'m> Engine<'m> {
                     ("id", minijinja::Value::from(m.id.as_str())),
                     ("title", minijinja::Value::from(m.title.as_str())),
                 ])),
+                reasons: Reasons::of(m),
                 gate,
             });
         }
@@ -986,6 +1028,16 @@ impl<'m> Engine<'m> {
         for rule in consent.values() {
             reads.add(rule);
         }
+        let consent_traits = consent
+            .iter()
+            .map(|(channel, rule)| {
+                let mut read = Vec::new();
+                collect_traits(rule, &mut read);
+                read.sort_unstable();
+                read.dedup();
+                (*channel, read)
+            })
+            .collect();
         let Reads {
             keep,
             mut tally_specs,
@@ -1072,6 +1124,7 @@ impl<'m> Engine<'m> {
                 .filter(|&i| matches!(model.moments[i].trigger.source, TriggerSource::Every { .. }))
                 .collect(),
             share: None,
+            consent_traits,
             capped_reason: model
                 .schema
                 .defaults
@@ -1697,7 +1750,7 @@ impl<'m> Engine<'m> {
             &fuel,
         );
         let mut fate = None;
-        let mut reason = String::new();
+        let mut reason = String::with_capacity(if reported { 96 } else { 0 });
         // 1. cancelled: an `unless` event after the trigger, before the send.
         for Unless {
             event,
@@ -1738,11 +1791,13 @@ impl<'m> Engine<'m> {
                     .events
                     .get(&**event)
                     .map_or(event.to_string(), |d| d.source.clone());
-                reason = format!(
-                    "cancelled: {source} at {}, {} after the trigger",
-                    local_time(e.at, zone),
-                    elapsed((e.at - p.trigger_at).num_seconds())
-                );
+                reason.push_str("cancelled: ");
+                reason.push_str(&source);
+                reason.push_str(" at ");
+                push_local_time(&mut reason, e.at, zone);
+                reason.push_str(", ");
+                reason.push_str(&elapsed((e.at - p.trigger_at).num_seconds()));
+                reason.push_str(" after the trigger");
                 break;
             }
         }
@@ -1751,10 +1806,7 @@ impl<'m> Engine<'m> {
             if let Some((start, until)) = plan.active {
                 if !schedule::is_active(p.trigger_at, start, until, zone) {
                     fate = Some(Fate::Inactive);
-                    reason = match until {
-                        Some(u) => format!("inactive: the moment is active from {start} until {u}"),
-                        None => format!("inactive: the moment is active from {start}"),
-                    };
+                    reason.push_str(&plan.reasons.inactive);
                 }
             }
         }
@@ -1766,39 +1818,34 @@ impl<'m> Engine<'m> {
                     fate = Some(Fate::NoConsent);
                 }
                 if refused && reported {
-                    let mut read = Vec::new();
-                    collect_traits(rule, &mut read);
-                    read.sort_unstable();
-                    read.dedup();
-                    let since: Vec<String> = read
-                        .iter()
-                        .map(|&i| {
-                            let value = customer.traits.get(i).map_or(Value::Null, Clone::clone);
-                            let value = if value.is_null() {
-                                "none".to_string()
-                            } else {
-                                value.to_string()
-                            };
-                            match customer.changed.get(i).copied().flatten() {
-                                Some(t) => format!(
-                                    "{} {value} since {}",
-                                    self.traits.names[i],
-                                    local_time(t, zone)
-                                ),
-                                None => format!("{} {value} (never set)", self.traits.names[i]),
+                    use std::fmt::Write as _;
+                    reason.push_str("no_consent: ");
+                    reason.push_str(plan.channel.name());
+                    reason.push_str(" consent not given at ");
+                    push_local_time(&mut reason, p.send_at, zone);
+                    let read = self
+                        .consent_traits
+                        .get(&plan.channel)
+                        .map_or(&[][..], |r| r);
+                    for (n, &i) in read.iter().enumerate() {
+                        reason.push_str(if n == 0 { ": " } else { ", " });
+                        reason.push_str(&self.traits.names[i]);
+                        reason.push(' ');
+                        match customer.traits.get(i).filter(|v| !v.is_null()) {
+                            Some(Value::Text(text)) => reason.push_str(text),
+                            Some(value) => {
+                                let _ = write!(reason, "{value}");
                             }
-                        })
-                        .collect();
-                    reason = format!(
-                        "no_consent: {} consent not given at {}{}",
-                        plan.channel.name(),
-                        local_time(p.send_at, zone),
-                        if since.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", since.join(", "))
+                            None => reason.push_str("none"),
                         }
-                    );
+                        match customer.changed.get(i).copied().flatten() {
+                            Some(t) => {
+                                reason.push_str(" since ");
+                                push_local_time(&mut reason, t, zone);
+                            }
+                            None => reason.push_str(" (never set)"),
+                        }
+                    }
                 }
             }
         }
@@ -1819,17 +1866,12 @@ impl<'m> Engine<'m> {
                     fate = Some(Fate::Limited);
                 }
                 if limited && reported {
-                    let last = last.map(|t| local_time(*t, zone)).unwrap_or_default();
                     // The holdout counts too: a control entry stands for a message.
-                    reason = match per {
-                        Some(w) => format!(
-                            "limited: already had this moment at {last}, limit {count} per {}",
-                            human_duration(w)
-                        ),
-                        None => format!(
-                            "limited: already had this moment at {last}, limit {count} per customer"
-                        ),
-                    };
+                    reason.push_str("limited: already had this moment at ");
+                    if let Some(last) = last {
+                        push_local_time(&mut reason, *last, zone);
+                    }
+                    reason.push_str(&plan.reasons.limit);
                 }
             }
         }
@@ -1848,12 +1890,12 @@ impl<'m> Engine<'m> {
                     fate = Some(Fate::Capped);
                 }
                 if capped && reported {
-                    reason = match &self.capped_reason {
+                    match &self.capped_reason {
                         // A send is only ever made below the cap, so a capped entry's
                         // window holds the cap exactly: the reason is made once.
-                        Some(text) if recent as u64 == count => text.clone(),
-                        _ => capped_reason(recent, per, count),
-                    };
+                        Some(text) if recent as u64 == count => reason.push_str(text),
+                        _ => reason = capped_reason(recent, per, count),
+                    }
                 }
             }
         }
@@ -1861,20 +1903,18 @@ impl<'m> Engine<'m> {
         if fate.is_none() && schedule::in_holdout(&plan.id, &customer.id, plan.holdout_percent) {
             fate = Some(Fate::Control);
             if reported {
-                reason = format!("control: in the {}% holdout", plan.holdout_percent);
+                reason.push_str(&plan.reasons.control);
             }
         }
         let fate = fate.unwrap_or(Fate::Sent);
         if fate == Fate::Sent && reported {
-            reason = if p.send_at != p.due_at {
-                format!(
-                    "sent: moved by quiet hours from {} to {}",
-                    local_time(p.due_at, zone),
-                    local_time(p.send_at, zone)
-                )
-            } else {
-                "sent".to_string()
-            };
+            reason.push_str("sent");
+            if p.send_at != p.due_at {
+                reason.push_str(": moved by quiet hours from ");
+                push_local_time(&mut reason, p.due_at, zone);
+                reason.push_str(" to ");
+                push_local_time(&mut reason, p.send_at, zone);
+            }
         }
         if reported {
             let mut entry_send_id = None;
@@ -2697,6 +2737,13 @@ fn shown(value: &Value) -> String {
 
 /// `18 Nov 10:23` in the customer's zone.
 pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
+    let mut text = String::with_capacity(12);
+    push_local_time(&mut text, at, zone);
+    text
+}
+
+/// [`local_time`], written at the end of `text`.
+fn push_local_time(text: &mut String, at: DateTime<Utc>, zone: Tz) {
     use chrono::{Datelike, Timelike};
     // chrono's `%-d %b %H:%M`, without parsing the pattern each time.
     const MONTHS: [&str; 12] = [
@@ -2705,7 +2752,6 @@ pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
     // The local date and time worked out once, not per field.
     let local = at.with_timezone(&zone).naive_local();
     let (day, minutes) = (local.day(), local.num_seconds_from_midnight() / 60);
-    let mut text = String::with_capacity(12);
     if day >= 10 {
         text.push(char::from(b'0' + (day / 10 % 10) as u8));
     }
@@ -2719,7 +2765,6 @@ pub(crate) fn local_time(at: DateTime<Utc>, zone: Tz) -> String {
         text.push(':');
     }
     text.pop();
-    text
 }
 
 /// `1h`, `7d`, `90m`: a duration as the language writes it.

@@ -230,8 +230,11 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// 9999 (nearly every instant) are written digit by digit; the rest go through chrono.
 fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
-    let year = at.year();
-    if at.nanosecond() != 0 || !(0..=9999).contains(&year) {
+    // Read from the UTC date and time: `DateTime`'s own accessors add the zone's offset
+    // (none here) to the date each time.
+    let naive = at.naive_utc();
+    let year = naive.year();
+    if naive.nanosecond() != 0 || !(0..=9999).contains(&year) {
         write_str(
             out,
             &at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
@@ -240,8 +243,8 @@ fn write_instant(out: &mut Vec<u8>, at: DateTime<Utc>) {
     }
     // Filled in place and written at once: the date is worked out from chrono's packed
     // form once, not per field.
-    let date = at.date_naive();
-    let seconds = at.num_seconds_from_midnight();
+    let date = naive.date();
+    let seconds = naive.num_seconds_from_midnight();
     let mut text = *b"\"0000-00-00T00:00:00Z\"";
     let mut two = |at: usize, n: u32| {
         text[at] = b'0' + (n / 10 % 10) as u8;

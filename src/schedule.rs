@@ -408,7 +408,13 @@ pub fn send_id(moment_id: &str, customer_id: &str, trigger_key: &str) -> String 
         &[0],
         trigger_key.as_bytes(),
     ]);
-    format!("{hash:032x}")
+    // `format!("{hash:032x}")`, digit by digit.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits: Vec<u8> = (0..32)
+        .rev()
+        .map(|i| HEX[((hash >> (i * 4)) & 0xF) as usize])
+        .collect();
+    String::from_utf8(digits).unwrap_or_default()
 }
 
 /// An instant as a trigger key for [`send_id`]: RFC 3339 in UTC with a `Z`, whole seconds

@@ -862,3 +862,92 @@ moment nudge "Nudge" {
     assert_eq!(fates("ann"), vec![Some(Fate::NoConsent)]);
     assert_eq!(fates("bob"), vec![Some(Fate::Cancelled)]);
 }
+
+/// Each fate says why in words, with the instants in the customer's zone (London, UTC in
+/// November). CART's send is due an hour after the trigger (its `unless … within 1h`).
+#[test]
+fn each_fate_gives_its_reason_in_words() {
+    let held = r#"
+moment held "Held" {
+  trigger { on order_completed }
+  message email { subject "s" body "b" }
+  kpi "k" = rate(order_completed within 1d after send)
+  holdout 50%
+}
+"#;
+    let dated = r#"
+moment dated "Dated" {
+  trigger { on order_completed }
+  message email { subject "s" body "b" }
+  kpi "k" = rate(order_completed within 1d after send)
+  active from 2026-12-01 until 2026-12-31
+}
+"#;
+    let model = model(&[("cart", CART), ("held", held), ("dated", dated)]);
+    let opted_in = |id: &str, customer: &str| {
+        identify(
+            id,
+            customer,
+            t(1, 9, 0),
+            &[("email_opt_in", Value::Bool(true))],
+        )
+    };
+    let mut records = vec![
+        opted_in("i1", "ada"),
+        opted_in("i2", "cy"),
+        opted_in("i3", "di"),
+        // Bo never says whether she takes email.
+        added("a1", "bo", t(18, 10, 0), 25.0),
+        added("a2", "ada", t(18, 10, 0), 25.0),
+        added("a3", "di", t(18, 10, 0), 25.0),
+        ordered("o1", "di", t(18, 10, 23)),
+        added("a4", "cy", t(18, 20, 30), 25.0),
+        added("a5", "ada", t(19, 10, 0), 25.0),
+    ];
+    for i in 0..10 {
+        records.push(opted_in(&format!("h{i}"), &format!("h{i}")));
+        records.push(ordered(&format!("ho{i}"), &format!("h{i}"), t(20, 9, 0)));
+    }
+    records.sort_by(|a, b| {
+        (a.at, a.customer.clone(), a.id.clone()).cmp(&(b.at, b.customer.clone(), b.id.clone()))
+    });
+    let out = run(&model, records.into_iter(), None, t(21, 0, 0));
+    let reason = |moment: &str, customer: &str, at: DateTime<Utc>| {
+        out.entries
+            .iter()
+            .find(|e| &*e.moment == moment && &*e.customer_id == customer && e.trigger_at == at)
+            .map(|e| e.reason.as_str())
+    };
+    assert_eq!(
+        reason("cart", "bo", t(18, 10, 0)),
+        Some("no_consent: email consent not given at 18 Nov 11:00: email_opt_in false (never set)")
+    );
+    assert_eq!(reason("cart", "ada", t(18, 10, 0)), Some("sent"));
+    assert_eq!(
+        reason("cart", "ada", t(19, 10, 0)),
+        Some("limited: already had this moment at 18 Nov 11:00, limit 1 per 1w")
+    );
+    assert_eq!(
+        reason("cart", "di", t(18, 10, 0)),
+        Some("cancelled: Order Completed at 18 Nov 10:23, 23m after the trigger")
+    );
+    assert_eq!(
+        reason("cart", "cy", t(18, 20, 30)),
+        Some("sent: moved by quiet hours from 18 Nov 21:30 to 19 Nov 08:00")
+    );
+    assert_eq!(
+        reason("dated", "di", t(18, 10, 23)),
+        Some("inactive: the moment is active from 2026-12-01 until 2026-12-31")
+    );
+    let held: Vec<&str> = out
+        .entries
+        .iter()
+        .filter(|e| &*e.moment == "held" && e.fate == Some(Fate::Control))
+        .map(|e| e.reason.as_str())
+        .collect();
+    assert!(!held.is_empty());
+    assert!(
+        held.iter().all(|r| *r == "control: in the 50% holdout"),
+        "{held:?}"
+    );
+}
