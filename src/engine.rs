@@ -1462,8 +1462,7 @@ impl<'m> Engine<'m> {
                             }
                         }
                         for &index in &route.moments {
-                            let key = rec.id.clone();
-                            self.trigger(index, who, rec.at, key, Some(rec.clone()));
+                            self.trigger(index, who, rec.at, &rec.id, Some(&rec));
                         }
                     }
                     None => {
@@ -1476,8 +1475,7 @@ impl<'m> Engine<'m> {
                         }
                         firings.sort();
                         for (_, index, who) in firings {
-                            let key = rec.id.clone();
-                            self.trigger(index, who, rec.at, key, Some(rec.clone()));
+                            self.trigger(index, who, rec.at, &rec.id, Some(&rec));
                         }
                     }
                 }
@@ -1575,8 +1573,8 @@ impl<'m> Engine<'m> {
         moment: usize,
         who: usize,
         at: DateTime<Utc>,
-        trigger_key: Id,
-        trigger_event: Option<EventRecord>,
+        trigger_key: &Id,
+        trigger_event: Option<&EventRecord>,
     ) {
         let Some(customer) = self.customers.get(who) else {
             return;
@@ -1600,7 +1598,7 @@ impl<'m> Engine<'m> {
                 at,
                 zone,
                 &customer.traits,
-                trigger_event.as_ref(),
+                trigger_event,
                 &lets,
                 &histories,
                 &fuel,
@@ -1612,7 +1610,7 @@ impl<'m> Engine<'m> {
             at,
             zone,
             &customer.traits,
-            trigger_event.as_ref(),
+            trigger_event,
             &lets,
             &histories,
             &fuel,
@@ -1654,7 +1652,7 @@ impl<'m> Engine<'m> {
             let step = TraceStep {
                 moment: plan.id.to_string(),
                 at,
-                trigger: self.describe_trigger(moment, customer, trigger_event.as_ref(), zone),
+                trigger: self.describe_trigger(moment, customer, trigger_event, zone),
                 lets: plan
                     .let_names
                     .iter()
@@ -1673,7 +1671,7 @@ impl<'m> Engine<'m> {
                 tracer.steps.push(step);
                 tracer
                     .last
-                    .insert(moment, (at, trigger_event.clone(), lets.clone()));
+                    .insert(moment, (at, trigger_event.cloned(), lets.clone()));
             }
         }
         if !passes {
@@ -1693,8 +1691,10 @@ impl<'m> Engine<'m> {
             moment,
             who,
             trigger_at: at,
-            trigger_key,
-            trigger_event,
+            trigger_key: trigger_key.clone(),
+            // Kept only for an entry: the event is shared with the reading thread, and a
+            // count taken and given back for every trigger stalled on its cache line.
+            trigger_event: trigger_event.cloned(),
             due_at,
             send_at,
             lets,
@@ -2229,7 +2229,7 @@ impl<'m> Engine<'m> {
             })
             .is_some_and(|v| v.to_string() == value);
         if still {
-            self.trigger(moment, who, at, Id::from(schedule::instant_key(at)), None);
+            self.trigger(moment, who, at, &Id::from(schedule::instant_key(at)), None);
             if matches!(
                 self.moments[moment].source,
                 TriggerSource::Anniversary { .. }
@@ -2302,7 +2302,7 @@ impl<'m> Engine<'m> {
                     index,
                     who,
                     instant,
-                    Id::from(schedule::instant_key(instant)),
+                    &Id::from(schedule::instant_key(instant)),
                     None,
                 );
             }
