@@ -2078,22 +2078,25 @@ impl<'m> Engine<'m> {
                 .and_then(|t| t.render(&*context))
                 .unwrap_or_default()
         };
-        plan.fields
+        // Inserted one by one: collecting sorts and builds the map in more steps.
+        let mut message = BTreeMap::new();
+        for ((field, name), plain) in plan
+            .fields
             .iter()
             .zip(&plan.template_names)
             .zip(&plan.plain)
-            .map(|((field, name), plain)| {
-                let quick = plain
-                    .as_deref()
-                    .and_then(|pieces| render_plain(pieces, customer, p, send_id));
-                if let Some(quick) = &quick {
-                    // Rendered again only in debug builds.
-                    debug_assert_eq!(*quick, by_minijinja(name), "template {name}");
-                }
-                let text = quick.unwrap_or_else(|| by_minijinja(name));
-                (field.clone(), text)
-            })
-            .collect()
+        {
+            let quick = plain
+                .as_deref()
+                .and_then(|pieces| render_plain(pieces, customer, p, send_id));
+            if let Some(quick) = &quick {
+                // Rendered again only in debug builds.
+                debug_assert_eq!(*quick, by_minijinja(name), "template {name}");
+            }
+            let text = quick.unwrap_or_else(|| by_minijinja(name));
+            message.insert(field.clone(), text);
+        }
+        message
     }
 
     /// What a message's templates see: the customer as of the send, the trigger event, the
