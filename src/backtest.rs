@@ -27,9 +27,8 @@ use chrono::{DateTime, Utc};
 
 use crate::direct_io::BlockWriter;
 use crate::engine::{self, Sink};
-use crate::fx::FxMap;
 use crate::model::Model;
-use crate::outcome::{count_entry, Entry, Fate, Send, Summary};
+use crate::outcome::{count_entry, EntryView, Fate, SendView, Summary};
 use crate::value::Record;
 
 /// Backtests `model` over `records` up to `to`, reporting the entries triggered from
@@ -196,11 +195,11 @@ struct Batch {
 /// entries for the summary, and hands batches to the writer.
 pub struct BacktestPart {
     part: usize,
-    /// Each moment id's place in decision order (priority, higher first, then id), and
-    /// its place in `counts`.
-    moments: FxMap<String, (u16, usize)>,
-    /// The entries of each moment by fate (by place in `Fate::ALL`, then pending):
-    /// counted without looking texts up per entry.
+    /// Each moment's place in decision order (priority, higher first, then id), by its
+    /// place in `Model::moments`.
+    ranks: Vec<u16>,
+    /// The entries of each moment by fate (by place in `Fate::ALL`, then pending), by its
+    /// place in `Model::moments`: counted without looking texts up per entry.
     counts: Vec<(String, [u64; FATES])>,
     /// The entries of moments that are not among the campaigns.
     summary: Summary,
@@ -227,14 +226,10 @@ impl BacktestPart {
         // moments past them share the last one, and are told apart by customer.
         let mut by_priority: Vec<usize> = (0..model.moments.len()).collect();
         by_priority.sort_by_key(|&i| std::cmp::Reverse(model.moments[i].priority));
-        let moments = by_priority
-            .iter()
-            .enumerate()
-            .map(|(rank, &i)| {
-                let rank = u16::try_from(rank).unwrap_or(u16::MAX);
-                (model.moments[i].id.clone(), (rank, i))
-            })
-            .collect();
+        let mut ranks = vec![u16::MAX; model.moments.len()];
+        for (rank, &i) in by_priority.iter().enumerate() {
+            ranks[i] = u16::try_from(rank).unwrap_or(u16::MAX);
+        }
         let counts = model
             .moments
             .iter()
@@ -242,7 +237,7 @@ impl BacktestPart {
             .collect();
         BacktestPart {
             part,
-            moments,
+            ranks,
             counts,
             summary: Summary::new(),
             mark: (Phase::Decided, DateTime::<Utc>::MIN_UTC),
@@ -309,19 +304,26 @@ impl BacktestPart {
 }
 
 impl Sink for BacktestPart {
-    fn entry(&mut self, entry: Entry) {
-        let (rank, index) = match self.moments.get(&*entry.moment) {
-            Some(&(rank, index)) => (rank, Some(index)),
-            None => (u16::MAX, None),
-        };
+    fn entry(&mut self, entry: EntryView<'_>) {
         let fate = entry
             .fate
             .and_then(|f| Fate::ALL.iter().position(|a| *a == f))
             .unwrap_or(FATES - 1);
-        match index.and_then(|i| self.counts.get_mut(i)) {
-            Some((_, counts)) => counts[fate] += 1,
-            None => count_entry(&mut self.summary, &entry),
-        }
+        // The moment at its place among the campaigns, or one that is not.
+        let known = self
+            .counts
+            .get_mut(entry.index)
+            .filter(|(id, _)| **id == **entry.moment);
+        let rank = match known {
+            Some((_, counts)) => {
+                counts[fate] += 1;
+                self.ranks.get(entry.index).copied().unwrap_or(u16::MAX)
+            }
+            None => {
+                count_entry(&mut self.summary, &entry);
+                u16::MAX
+            }
+        };
         // Pending entries are in order of due instant, then customer.
         let rank = if self.mark.0 == Phase::Decided {
             rank
@@ -329,16 +331,16 @@ impl Sink for BacktestPart {
             0
         };
         self.entries
-            .push(self.mark, rank, &entry.customer_id, |line| {
+            .push(self.mark, rank, entry.customer_id, |line| {
                 entry.write_json(line)
             });
         self.hand_over_when_full();
     }
 
-    fn send(&mut self, send: Send) {
+    fn send(&mut self, send: SendView<'_>) {
         let place = (self.mark.0, send.sent_at.max(self.mark.1));
         self.sends
-            .push(place, 0, &send.send_id, |line| send.write_json(line));
+            .push(place, 0, send.send_id, |line| send.write_json(line));
         self.hand_over_when_full();
     }
 

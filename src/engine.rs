@@ -30,7 +30,7 @@ use crate::eval::{
 };
 use crate::fx::{FxMap, FxSet};
 use crate::model::{Channel, Model, TriggerSource};
-use crate::outcome::{Entry, Fate, Group, Send};
+use crate::outcome::{Entry, EntryView, Fate, Group, MessageView, Send, SendView};
 use crate::plain_template;
 use crate::schedule;
 use crate::value::{Id, Record, RecordKind, Value};
@@ -40,9 +40,12 @@ pub const FUEL_PER_EVALUATION: u64 = 1_000_000;
 
 /// Where the engine puts entries and sends, as it decides them: in decision order (by
 /// instant, then priority, moment and customer), then the entries left pending.
+///
+/// Entries and sends are lent: a sink keeps what it needs of them (see
+/// [`EntryView::to_entry`]), and one that only writes them out builds nothing per entry.
 pub trait Sink {
-    fn entry(&mut self, entry: Entry);
-    fn send(&mut self, send: Send);
+    fn entry(&mut self, entry: EntryView<'_>);
+    fn send(&mut self, send: SendView<'_>);
     /// Every entry and send from here on is decided at `instant` or later (sent at it or
     /// later): a sink merging engines' outputs knows what can be written.
     fn reached(&mut self, instant: DateTime<Utc>) {
@@ -83,10 +86,12 @@ pub struct RunOutput {
 }
 
 impl Sink for RunOutput {
-    fn entry(&mut self, entry: Entry) {
+    fn entry(&mut self, entry: EntryView<'_>) {
+        let entry = entry.to_entry();
         self.entries.push(entry);
     }
-    fn send(&mut self, send: Send) {
+    fn send(&mut self, send: SendView<'_>) {
+        let send = send.to_send();
         self.sends.push(send);
     }
 }
@@ -843,6 +848,9 @@ struct Engine<'m> {
     share: Option<(usize, usize)>,
     /// The reason of a `capped` entry, when there is a cap.
     capped_reason: Option<String>,
+    /// Room for the reason of the entry at hand, and the texts of its message.
+    reason: String,
+    texts: Vec<String>,
     /// The traits each channel's consent rule reads, in order: a `no_consent` entry's
     /// reason says what they were.
     consent_traits: BTreeMap<Channel, Vec<usize>>,
@@ -1125,6 +1133,8 @@ impl<'m> Engine<'m> {
                 .collect(),
             share: None,
             consent_traits,
+            reason: String::new(),
+            texts: Vec::new(),
             capped_reason: model
                 .schema
                 .defaults
@@ -1337,18 +1347,20 @@ impl<'m> Engine<'m> {
             };
             if from.is_none_or(|f| p.trigger_at >= f) {
                 self.out.reached(p.send_at);
-                self.out.entry(Entry {
-                    moment: moment.id.clone(),
-                    customer_id: customer.id.clone(),
+                let reason = format!(
+                    "pending: due {}",
+                    local_time(p.send_at, self.zone_of(customer))
+                );
+                self.out.entry(EntryView {
+                    index: p.moment,
+                    moment: &moment.id,
+                    customer_id: &customer.id,
                     trigger_at: p.trigger_at,
                     due_at: p.due_at,
                     fate: None,
-                    reason: format!(
-                        "pending: due {}",
-                        local_time(p.send_at, self.zone_of(customer))
-                    ),
+                    reason: &reason,
                     send_id: None,
-                    trigger_key: p.trigger_key.clone(),
+                    trigger_key: &p.trigger_key,
                 });
             }
         }
@@ -1750,7 +1762,9 @@ impl<'m> Engine<'m> {
             &fuel,
         );
         let mut fate = None;
-        let mut reason = String::with_capacity(if reported { 96 } else { 0 });
+        // Its room is kept from entry to entry.
+        let mut reason = std::mem::take(&mut self.reason);
+        reason.clear();
         // 1. cancelled: an `unless` event after the trigger, before the send.
         for Unless {
             event,
@@ -1917,15 +1931,16 @@ impl<'m> Engine<'m> {
             }
         }
         if reported {
-            let mut entry_send_id = None;
+            let mut send_id = None;
             if matches!(fate, Fate::Sent | Fate::Control) {
-                let send_id = schedule::send_id(&plan.id, &customer.id, &p.trigger_key);
-                let message = self.render(p.moment, customer, &p, &send_id);
-                self.out.send(Send {
-                    send_id: send_id.clone(),
-                    moment: plan.id.clone(),
-                    customer_id: customer.id.clone(),
-                    channel: plan.channel.name().to_string(),
+                let id = schedule::send_id_digits(&plan.id, &customer.id, &p.trigger_key);
+                let mut texts = std::mem::take(&mut self.texts);
+                self.render_into(p.moment, customer, &p, id.as_str(), &mut texts);
+                self.out.send(SendView {
+                    send_id: id.as_str(),
+                    moment: &plan.id,
+                    customer_id: &customer.id,
+                    channel: plan.channel.name(),
                     group: if fate == Fate::Sent {
                         Group::Treatment
                     } else {
@@ -1933,21 +1948,24 @@ impl<'m> Engine<'m> {
                     },
                     trigger_at: p.trigger_at,
                     sent_at: p.send_at,
-                    message,
+                    message: MessageView::Fields(&plan.fields, &texts),
                 });
-                entry_send_id = Some(send_id);
+                self.texts = texts;
+                send_id = Some(id);
             }
-            self.out.entry(Entry {
-                moment: plan.id.clone(),
-                customer_id: customer.id.clone(),
+            self.out.entry(EntryView {
+                index: p.moment,
+                moment: &plan.id,
+                customer_id: &customer.id,
                 trigger_at: p.trigger_at,
                 due_at: p.due_at,
                 fate: Some(fate),
-                reason,
-                send_id: entry_send_id,
-                trigger_key: p.trigger_key.clone(),
+                reason: &reason,
+                send_id: send_id.as_ref().map(schedule::SendId::as_str),
+                trigger_key: &p.trigger_key,
             });
         }
+        self.reason = reason;
         // Only what a later limit or cap can still see is kept: sends within their windows.
         // INVARIANT: decisions come in time order, so a send older than a window now is
         // older than it at every later decision.
@@ -2068,6 +2086,26 @@ impl<'m> Engine<'m> {
         p: &Pending,
         send_id: &str,
     ) -> BTreeMap<String, String> {
+        let mut texts = Vec::new();
+        self.render_into(moment, customer, p, send_id, &mut texts);
+        self.moments[moment]
+            .fields
+            .iter()
+            .cloned()
+            .zip(texts)
+            .collect()
+    }
+
+    /// Each field of the message of `moment`, rendered into `texts` (in the order of the
+    /// moment's fields), whose room is kept from message to message.
+    fn render_into(
+        &self,
+        moment: usize,
+        customer: &Customer,
+        p: &Pending,
+        send_id: &str,
+        texts: &mut Vec<String>,
+    ) {
         let plan = &self.moments[moment];
         let mut context = None;
         let mut by_minijinja = |name: &str| {
@@ -2078,25 +2116,19 @@ impl<'m> Engine<'m> {
                 .and_then(|t| t.render(&*context))
                 .unwrap_or_default()
         };
-        // Inserted one by one: collecting sorts and builds the map in more steps.
-        let mut message = BTreeMap::new();
-        for ((field, name), plain) in plan
-            .fields
-            .iter()
-            .zip(&plan.template_names)
-            .zip(&plan.plain)
-        {
+        texts.resize_with(plan.fields.len(), String::new);
+        for ((text, name), plain) in texts.iter_mut().zip(&plan.template_names).zip(&plan.plain) {
+            text.clear();
             let quick = plain
                 .as_deref()
-                .and_then(|pieces| render_plain(pieces, customer, p, send_id));
-            if let Some(quick) = &quick {
+                .is_some_and(|pieces| render_plain(pieces, customer, p, send_id, text));
+            if quick {
                 // Rendered again only in debug builds.
-                debug_assert_eq!(*quick, by_minijinja(name), "template {name}");
+                debug_assert_eq!(*text, by_minijinja(name), "template {name}");
+            } else {
+                *text = by_minijinja(name);
             }
-            let text = quick.unwrap_or_else(|| by_minijinja(name));
-            message.insert(field.clone(), text);
         }
-        message
     }
 
     /// What a message's templates see: the customer as of the send, the trigger event, the
@@ -2610,8 +2642,18 @@ fn render_plain(
     customer: &Customer,
     p: &Pending,
     send_id: &str,
-) -> Option<String> {
-    let mut out = String::new();
+    out: &mut String,
+) -> bool {
+    render_plain_pieces(pieces, customer, p, send_id, out).is_some()
+}
+
+fn render_plain_pieces(
+    pieces: &[Plain],
+    customer: &Customer,
+    p: &Pending,
+    send_id: &str,
+    out: &mut String,
+) -> Option<()> {
     for piece in pieces {
         let (lets, field, from, default) = match piece {
             Plain::Text(text) => {
@@ -2648,11 +2690,11 @@ fn render_plain(
             (None, PlainSource::Template) => return None,
         };
         match value {
-            Some(value) => plain_template::write_value(&mut out, value).then_some(())?,
+            Some(value) => plain_template::write_value(out, value).then_some(())?,
             None => out.push_str(default),
         }
     }
-    Some(out)
+    Some(())
 }
 
 fn to_template(value: &Value) -> minijinja::Value {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::{self, Sink};
 use crate::model::Model;
-use crate::outcome::{Entry, Send};
+use crate::outcome::{Entry, EntryView, Send, SendView};
 use crate::value::Record;
 
 /// Entries and sends a lane hands over at once, at most, and batches that may wait, from
@@ -27,7 +27,8 @@ const BATCHES_AHEAD: usize = 4;
 
 #[derive(Default)]
 struct Batch {
-    entries: Vec<Entry>,
+    /// With their moment's place in `Model::moments`.
+    entries: Vec<(usize, Entry)>,
     sends: Vec<Send>,
 }
 
@@ -54,15 +55,15 @@ impl Lane {
 }
 
 impl Sink for Lane {
-    fn entry(&mut self, entry: Entry) {
-        self.batch.entries.push(entry);
+    fn entry(&mut self, entry: EntryView<'_>) {
+        self.batch.entries.push((entry.index, entry.to_entry()));
         if self.full() {
             self.hand_over();
         }
     }
 
-    fn send(&mut self, send: Send) {
-        self.batch.sends.push(send);
+    fn send(&mut self, send: SendView<'_>) {
+        self.batch.sends.push(send.to_send());
         if self.full() {
             self.hand_over();
         }
@@ -163,11 +164,11 @@ where
 /// Gives `sink` every batch, each lane's in the order it was handed over.
 fn feed(batches: Receiver<Batch>, sink: &mut impl Sink) {
     for batch in batches {
-        for entry in batch.entries {
-            sink.entry(entry);
+        for (index, entry) in &batch.entries {
+            sink.entry(entry.view(*index));
         }
-        for send in batch.sends {
-            sink.send(send);
+        for send in &batch.sends {
+            sink.send(send.view());
         }
     }
 }

@@ -123,14 +123,43 @@ pub struct Send {
     pub message: BTreeMap<String, String>,
 }
 
-impl Entry {
+/// An entry as the engine hands it to a sink: borrowed, so that a sink that only writes
+/// it out (a backtest) neither builds nor drops an [`Entry`] per entry.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryView<'a> {
+    /// The moment's place in `Model::moments`.
+    pub index: usize,
+    pub moment: &'a Arc<str>,
+    pub customer_id: &'a Id,
+    pub trigger_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub fate: Option<Fate>,
+    pub reason: &'a str,
+    pub send_id: Option<&'a str>,
+    pub trigger_key: &'a Id,
+}
+
+impl EntryView<'_> {
+    pub fn to_entry(&self) -> Entry {
+        Entry {
+            moment: self.moment.clone(),
+            customer_id: self.customer_id.clone(),
+            trigger_at: self.trigger_at,
+            due_at: self.due_at,
+            fate: self.fate,
+            reason: self.reason.to_string(),
+            send_id: self.send_id.map(str::to_string),
+            trigger_key: self.trigger_key.clone(),
+        }
+    }
+
     /// Appends the entry as one line of JSON (no newline): the bytes `serde_json` writes
-    /// for it, without going through a serializer (see [`write_str`]).
+    /// for an [`Entry`], without going through a serializer (see [`write_str`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"moment\":");
-        write_str(out, &self.moment);
+        write_str(out, self.moment);
         out.extend_from_slice(b",\"customer_id\":");
-        write_str(out, &self.customer_id);
+        write_str(out, self.customer_id);
         out.extend_from_slice(b",\"trigger_at\":");
         write_instant(out, self.trigger_at);
         out.extend_from_slice(b",\"due_at\":");
@@ -141,9 +170,9 @@ impl Entry {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"reason\":");
-        write_str(out, &self.reason);
+        write_str(out, self.reason);
         out.extend_from_slice(b",\"send_id\":");
-        match &self.send_id {
+        match self.send_id {
             Some(id) => write_str(out, id),
             None => out.extend_from_slice(b"null"),
         }
@@ -151,25 +180,74 @@ impl Entry {
     }
 }
 
-impl Send {
-    /// Appends the send as one line of JSON (no newline), as [`Entry::write_json`] does.
+impl Entry {
+    /// The entry borrowed, as the engine hands it over (`index`: its moment's place).
+    pub fn view(&self, index: usize) -> EntryView<'_> {
+        EntryView {
+            index,
+            moment: &self.moment,
+            customer_id: &self.customer_id,
+            trigger_at: self.trigger_at,
+            due_at: self.due_at,
+            fate: self.fate,
+            reason: &self.reason,
+            send_id: self.send_id.as_deref(),
+            trigger_key: &self.trigger_key,
+        }
+    }
+
+    /// Appends the entry as one line of JSON (no newline): the bytes `serde_json` writes
+    /// for it, without going through a serializer (see [`write_str`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"send_id\":");
-        write_str(out, &self.send_id);
-        out.extend_from_slice(b",\"moment\":");
-        write_str(out, &self.moment);
-        out.extend_from_slice(b",\"customer_id\":");
-        write_str(out, &self.customer_id);
-        out.extend_from_slice(b",\"channel\":");
-        write_str(out, &self.channel);
-        out.extend_from_slice(b",\"group\":");
-        write_str(out, self.group.as_str());
-        out.extend_from_slice(b",\"trigger_at\":");
-        write_instant(out, self.trigger_at);
-        out.extend_from_slice(b",\"sent_at\":");
-        write_instant(out, self.sent_at);
-        out.extend_from_slice(b",\"message\":{");
-        for (i, (field, text)) in self.message.iter().enumerate() {
+        self.view(0).write_json(out);
+    }
+}
+
+/// A send as the engine hands it to a sink, borrowed (see [`EntryView`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SendView<'a> {
+    pub send_id: &'a str,
+    pub moment: &'a Arc<str>,
+    pub customer_id: &'a Id,
+    pub channel: &'a str,
+    pub group: Group,
+    pub trigger_at: DateTime<Utc>,
+    pub sent_at: DateTime<Utc>,
+    pub message: MessageView<'a>,
+}
+
+/// Every field of a message, rendered, in the order of their names.
+#[derive(Debug, Clone, Copy)]
+pub enum MessageView<'a> {
+    /// The names, in order and each once, and their texts, by place.
+    Fields(&'a [String], &'a [String]),
+    Map(&'a BTreeMap<String, String>),
+}
+
+impl<'a> MessageView<'a> {
+    /// (field, text), in order.
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let (fields, map) = match self {
+            MessageView::Fields(names, texts) => (Some(names.iter().zip(texts)), None),
+            MessageView::Map(map) => (None, Some(map.iter())),
+        };
+        let fields = fields.into_iter().flatten();
+        let map = map.into_iter().flatten();
+        fields
+            .chain(map)
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+    }
+
+    /// The message as one JSON object, as `serde_json` writes the map.
+    pub fn to_json(self) -> String {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn write_json(self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (field, text)) in self.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -177,7 +255,70 @@ impl Send {
             out.push(b':');
             write_str(out, text);
         }
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
+    }
+}
+
+impl SendView<'_> {
+    pub fn to_send(&self) -> Send {
+        Send {
+            send_id: self.send_id.to_string(),
+            moment: self.moment.clone(),
+            customer_id: self.customer_id.clone(),
+            channel: self.channel.to_string(),
+            group: self.group,
+            trigger_at: self.trigger_at,
+            sent_at: self.sent_at,
+            message: self
+                .message
+                .iter()
+                .map(|(f, t)| (f.to_string(), t.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Appends the send as one line of JSON (no newline): the bytes `serde_json` writes
+    /// for a [`Send`], as [`EntryView::write_json`] does.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let send = self;
+        out.extend_from_slice(b"{\"send_id\":");
+        write_str(out, send.send_id);
+        out.extend_from_slice(b",\"moment\":");
+        write_str(out, send.moment);
+        out.extend_from_slice(b",\"customer_id\":");
+        write_str(out, send.customer_id);
+        out.extend_from_slice(b",\"channel\":");
+        write_str(out, send.channel);
+        out.extend_from_slice(b",\"group\":");
+        write_str(out, send.group.as_str());
+        out.extend_from_slice(b",\"trigger_at\":");
+        write_instant(out, send.trigger_at);
+        out.extend_from_slice(b",\"sent_at\":");
+        write_instant(out, send.sent_at);
+        out.extend_from_slice(b",\"message\":");
+        send.message.write_json(out);
+        out.push(b'}');
+    }
+}
+
+impl Send {
+    /// The send borrowed, as the engine hands it over.
+    pub fn view(&self) -> SendView<'_> {
+        SendView {
+            send_id: &self.send_id,
+            moment: &self.moment,
+            customer_id: &self.customer_id,
+            channel: &self.channel,
+            group: self.group,
+            trigger_at: self.trigger_at,
+            sent_at: self.sent_at,
+            message: MessageView::Map(&self.message),
+        }
+    }
+
+    /// Appends the send as one line of JSON (no newline), as [`SendView::write_json`].
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.view().write_json(out);
     }
 }
 
@@ -273,9 +414,9 @@ fn rfc3339<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S:
 pub type Summary = BTreeMap<String, BTreeMap<String, u64>>;
 
 /// Count one entry into a summary.
-pub fn count_entry(summary: &mut Summary, entry: &Entry) {
+pub fn count_entry(summary: &mut Summary, entry: &EntryView) {
     let fate = entry.fate.map_or("pending", |f| f.as_str());
-    let fates = match summary.get_mut(&*entry.moment) {
+    let fates = match summary.get_mut(&**entry.moment) {
         Some(fates) => fates,
         None => summary.entry(entry.moment.to_string()).or_default(),
     };
@@ -291,7 +432,7 @@ pub fn count_entry(summary: &mut Summary, entry: &Entry) {
 pub fn summary(entries: &[Entry]) -> Summary {
     let mut counts = Summary::new();
     for e in entries {
-        count_entry(&mut counts, e);
+        count_entry(&mut counts, &e.view(0));
     }
     counts
 }

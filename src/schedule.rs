@@ -401,6 +401,24 @@ pub fn in_holdout(moment_id: &str, customer_id: &str, percent: f64) -> bool {
 /// byte, `customer_id`, a zero byte and `trigger_key`, as 32 lowercase hexadecimal digits.
 /// `trigger_key` is the trigger event's id, or [`instant_key`] of the trigger instant.
 pub fn send_id(moment_id: &str, customer_id: &str, trigger_key: &str) -> String {
+    send_id_digits(moment_id, customer_id, trigger_key)
+        .as_str()
+        .to_string()
+}
+
+/// A [`send_id`] held in place, without an allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct SendId([u8; 32]);
+
+impl SendId {
+    pub fn as_str(&self) -> &str {
+        // INVARIANT: hexadecimal digits only, which are UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// [`send_id`], held in place.
+pub fn send_id_digits(moment_id: &str, customer_id: &str, trigger_key: &str) -> SendId {
     let hash = fnv1a128_parts(&[
         moment_id.as_bytes(),
         &[0],
@@ -410,11 +428,11 @@ pub fn send_id(moment_id: &str, customer_id: &str, trigger_key: &str) -> String 
     ]);
     // `format!("{hash:032x}")`, digit by digit.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits: Vec<u8> = (0..32)
-        .rev()
-        .map(|i| HEX[((hash >> (i * 4)) & 0xF) as usize])
-        .collect();
-    String::from_utf8(digits).unwrap_or_default()
+    let mut digits = [0u8; 32];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((hash >> ((31 - i) * 4)) & 0xF) as usize];
+    }
+    SendId(digits)
 }
 
 /// An instant as a trigger key for [`send_id`]: RFC 3339 in UTC with a `Z`, whole seconds

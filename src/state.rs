@@ -30,7 +30,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use crate::engine::Sink;
-use crate::outcome::{count_entry, Entry, Fate, Group, Send, Summary};
+use crate::outcome::{count_entry, Entry, EntryView, Fate, Group, Send, SendView, Summary};
 
 /// Where the state lives unless told otherwise, relative to the project directory.
 pub const DEFAULT_STATE_PATH: &str = ".moments/state.db";
@@ -315,12 +315,12 @@ impl StateStore {
         let mut tick = self.begin_tick()?;
         let mut inserted = Vec::new();
         for send in sends {
-            if tick.insert_send(send)? {
+            if tick.insert_send(&send.view())? {
                 inserted.push(send.clone());
             }
         }
         for entry in entries {
-            tick.upsert_entry(entry)?;
+            tick.upsert_entry(&entry.view(0))?;
         }
         tick.commit(now)?;
         Ok(inserted)
@@ -877,11 +877,8 @@ impl TickRecorder<'_> {
 
     /// Inserts `send` unless its `send_id` is known (known ones stay untouched, their
     /// delivery state included); true when it is new.
-    pub fn insert_send(&mut self, send: &Send) -> Result<bool, StateError> {
-        let message = serde_json::to_string(&send.message).map_err(|e| StateError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("cannot store the message of {}: {e}", send.send_id),
-        })?;
+    pub fn insert_send(&mut self, send: &SendView) -> Result<bool, StateError> {
+        let message = send.message.to_json();
         let changed = self
             .tx
             .prepare_cached(
@@ -904,7 +901,7 @@ impl TickRecorder<'_> {
             })
             .map_err(|e| self.sqlite(e))?;
         if changed > 0 {
-            let counts = match self.new_sends.get_mut(&*send.moment) {
+            let counts = match self.new_sends.get_mut(&**send.moment) {
                 Some(counts) => counts,
                 None => self.new_sends.entry(send.moment.to_string()).or_default(),
             };
@@ -918,7 +915,7 @@ impl TickRecorder<'_> {
 
     /// Inserts a new entry, or updates one still pending; an entry whose fate was already
     /// recorded never changes.
-    pub fn upsert_entry(&mut self, entry: &Entry) -> Result<(), StateError> {
+    pub fn upsert_entry(&mut self, entry: &EntryView) -> Result<(), StateError> {
         self.tx
             .prepare_cached(
                 "INSERT INTO entries (moment, customer_id, trigger_at, due_at, fate, reason,
@@ -976,13 +973,13 @@ impl TickRecorder<'_> {
 /// The engine hands its entries and sends straight to the transaction; after an error the
 /// rest is ignored and `commit` reports it.
 impl Sink for TickRecorder<'_> {
-    fn entry(&mut self, entry: Entry) {
+    fn entry(&mut self, entry: EntryView<'_>) {
         if self.error.is_none() {
             self.error = self.upsert_entry(&entry).err();
         }
     }
 
-    fn send(&mut self, send: Send) {
+    fn send(&mut self, send: SendView<'_>) {
         if self.error.is_none() {
             self.error = self.insert_send(&send).err();
         }

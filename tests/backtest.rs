@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use chrono::{DateTime, TimeZone, Utc};
 use common::TempDir;
 use moments::engine::Sink;
-use moments::outcome::{Entry, Send};
+use moments::outcome::{Entry, EntryView, Send, SendView};
 
 /// What an engine hands its sink, with the instant each was decided at (or, for the
 /// entries left pending, is due to be) and whether it is pending.
@@ -22,12 +22,12 @@ struct Recorded {
 }
 
 impl Sink for Recorded {
-    fn entry(&mut self, entry: Entry) {
+    fn entry(&mut self, entry: EntryView<'_>) {
         let at = self.at.expect("an entry before any instant");
-        self.entries.push((self.pending, at, entry));
+        self.entries.push((self.pending, at, entry.to_entry()));
     }
-    fn send(&mut self, send: Send) {
-        self.sends.push(send);
+    fn send(&mut self, send: SendView<'_>) {
+        self.sends.push(send.to_send());
     }
     fn reached(&mut self, instant: DateTime<Utc>) {
         assert!(

@@ -450,8 +450,8 @@ fn a_tick_recorded_as_the_engine_decides_counts_what_it_wrote_and_a_dropped_one_
     // Dropped without a commit: nothing of it stays.
     {
         let mut tick = store.begin_tick().unwrap();
-        tick.send(send("lost", Group::Treatment, at(10, 0)));
-        tick.entry(entry("c-lost", Some(Fate::Sent), "sent"));
+        tick.send(send("lost", Group::Treatment, at(10, 0)).view());
+        tick.entry(entry("c-lost", Some(Fate::Sent), "sent").view(0));
     }
     assert_eq!(ids(&store.sends().unwrap()), ["old"]);
     assert!(store.entries().unwrap().is_empty());
@@ -459,13 +459,13 @@ fn a_tick_recorded_as_the_engine_decides_counts_what_it_wrote_and_a_dropped_one_
 
     // Handed over as an engine does: a send before its entry; a known send is not new.
     let mut tick = store.begin_tick().unwrap();
-    tick.send(send("old", Group::Treatment, at(9, 0)));
-    tick.send(send("a", Group::Treatment, at(10, 0)));
-    tick.entry(entry("c-a", Some(Fate::Sent), "sent"));
-    tick.send(send("b", Group::Control, at(10, 0)));
-    tick.entry(entry("c-b", Some(Fate::Control), "control"));
-    tick.entry(entry("c-c", Some(Fate::Capped), "capped"));
-    tick.entry(entry("c-d", None, "pending"));
+    tick.send(send("old", Group::Treatment, at(9, 0)).view());
+    tick.send(send("a", Group::Treatment, at(10, 0)).view());
+    tick.entry(entry("c-a", Some(Fate::Sent), "sent").view(0));
+    tick.send(send("b", Group::Control, at(10, 0)).view());
+    tick.entry(entry("c-b", Some(Fate::Control), "control").view(0));
+    tick.entry(entry("c-c", Some(Fate::Capped), "capped").view(0));
+    tick.entry(entry("c-d", None, "pending").view(0));
     let recorded = tick.commit(at(11, 0)).unwrap();
     assert_eq!(
         recorded.new_sends,
