@@ -782,13 +782,35 @@ fn window_range<T>(
     window: Option<i64>,
     now: DateTime<Utc>,
 ) -> std::ops::Range<usize> {
-    let end = items.partition_point(|item| at(item) <= now);
+    let end = partition_from_back(items, |item| at(item) <= now);
     let start = window
         .and_then(|w| crate::schedule::back(now, w))
         .map_or(0, |from| {
-            items[..end].partition_point(|item| at(item) < from)
+            partition_from_back(&items[..end], |item| at(item) < from)
         });
     start..end
+}
+
+/// `items.partition_point(is_before)`, searched from the back: one item, then two, four and
+/// so on, then by halves between the last two looked at. An aggregate reads the recent end
+/// of a history (a window back from now, and nothing after now), which was written last
+/// and is still in the cache; halving the whole history reads older, colder items first.
+/// The same answer for every `is_before` that holds for a prefix of `items`.
+pub fn partition_from_back<T>(items: &[T], is_before: impl Fn(&T) -> bool) -> usize {
+    // INVARIANT: every item from `after` on fails `is_before`.
+    let mut after = items.len();
+    let mut step = 1;
+    loop {
+        let Some(probe) = after.checked_sub(step) else {
+            return items[..after].partition_point(&is_before);
+        };
+        if is_before(&items[probe]) {
+            // The answer is in (probe, after].
+            return probe + 1 + items[probe + 1..after].partition_point(&is_before);
+        }
+        after = probe;
+        step *= 2;
+    }
 }
 
 /// `count`/`did` from an index by key, when there is one that can answer.

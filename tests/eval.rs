@@ -524,3 +524,27 @@ proptest::proptest! {
         proptest::prop_assert_eq!(moments::eval::stale_half(&seconds, at, from), expected);
     }
 }
+
+mod searched_from_the_back {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Searching a sorted slice from its back gives `partition_point`'s answer, for any
+        /// length and any bound, before, between, on and after the items.
+        #[test]
+        fn as_partition_point(
+            mut items in proptest::collection::vec(0u32..200, 0..300),
+            bound in 0u32..210,
+        ) {
+            items.sort_unstable();
+            for is_before in [|x: &u32, b: u32| *x < b, |x: &u32, b: u32| *x <= b] {
+                prop_assert_eq!(
+                    moments::eval::partition_from_back(&items, |x| is_before(x, bound)),
+                    items.partition_point(|x| is_before(x, bound))
+                );
+            }
+        }
+    }
+}
