@@ -2473,21 +2473,18 @@ fn grown<V: Default>(items: &mut Vec<V>, place: usize) -> &mut V {
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows.
+/// Append `event` to a history, and forget what is older than `keep` allows, once it is at
+/// least half of the history, looked at when the history is full (see `eval::stale_half`).
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
-    let at = event.at;
+    if history.len() == history.capacity() {
+        if let Some(from) = keep.and_then(|k| k.from(event.at)) {
+            let stale = eval::stale_half(history, |e| e.at, from);
+            if stale > 0 {
+                history.drain(..stale);
+            }
+        }
+    }
     history.push(event);
-    if let Some(from) = keep.and_then(|k| k.from(at)) {
-        cut_stale(history, |e| e.at, from);
-    }
-}
-
-/// Drop the items before `from` from a time-ordered history, once they are at least half
-/// of it: a history holds at most about twice its window, and appending stays cheap.
-fn cut_stale<T>(items: &mut Vec<T>, at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) {
-    let stale = eval::stale_half(items, at, from);
-    if stale > 0 {
-        items.drain(..stale);
-    }
 }
 
 /// Everyone's events of one kind by key: the instants, oldest first, of the events whose
@@ -2550,16 +2547,18 @@ impl KeyIndex {
             self.times.clear();
             return;
         }
-        let from = keep.and_then(|k| k.from(event.at));
         for key in keys {
             let times = self.times.entry(key).or_default();
-            times.push(event.at);
-            if let Some(from) = from {
-                let stale = eval::stale_half(times, |t| *t, from);
-                if stale > 0 {
-                    times.drain(..stale);
+            // Looked at when full (see `eval::stale_half`).
+            if times.len() == times.capacity() {
+                if let Some(from) = keep.and_then(|k| k.from(event.at)) {
+                    let stale = eval::stale_half(times, |t| *t, from);
+                    if stale > 0 {
+                        times.drain(..stale);
+                    }
                 }
             }
+            times.push(event.at);
         }
     }
 }

@@ -564,17 +564,20 @@ impl Tally {
             }
         }
         if let Some(window) = spec.window {
+            // Forget what no window reaches any more, once it is half of what is held;
+            // looked at only when the instants would grow (see `stale_half`).
+            if self.times.len() == self.times.capacity() {
+                if let Some(from) = crate::schedule::back(event.at, window) {
+                    let stale = stale_half(&self.times, |t| *t, from);
+                    if stale > 0 {
+                        self.times.drain(..stale);
+                        self.values.drain(..stale * spec.fields.len());
+                    }
+                }
+            }
             self.times.push(event.at);
             self.values
                 .extend(spec.fields.iter().map(|path| field_of(event, path)));
-            // Forget what no window reaches any more, once it is half of what is held.
-            if let Some(from) = crate::schedule::back(event.at, window) {
-                let stale = stale_half(&self.times, |t| *t, from);
-                if stale > 0 {
-                    self.times.drain(..stale);
-                    self.values.drain(..stale * spec.fields.len());
-                }
-            }
         }
         self.last_id = Some(event.id.clone());
     }
@@ -630,7 +633,10 @@ impl Tally {
 }
 
 /// How many of the time-ordered `items` are before `from`, when they are at least half of
-/// them; 0 otherwise. The middle item tells which, so that the usual answer (no, the
+/// them; 0 otherwise. Histories, tallies and indexes ask only when they are full, before
+/// they would grow: asking at every item read a cold item in the middle each time, and
+/// a list still holds at most about twice what its window reaches (plus what came before
+/// it next grows). The middle item tells which, so that the usual answer (no, the
 /// older half is still needed) reads one item rather than searching the whole.
 pub fn stale_half<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
     // INVARIANT: `items` is in time order, so at least half are stale exactly when the
