@@ -1774,7 +1774,9 @@ impl<'m> Engine<'m> {
         } in &plan.unless
         {
             let events = histories.events(*slot, false);
-            let hit = events.iter().find(|e| {
+            // Those after the trigger, found from the recent end (see `partition_from_back`).
+            let after = eval::partition_from_back(events, |e| e.at <= p.trigger_at);
+            let hit = events[after..].iter().find(|e| {
                 e.at > p.trigger_at
                     && e.at < p.send_at
                     && within.is_none_or(|w| (e.at - p.trigger_at).num_seconds() <= w)
