@@ -121,12 +121,49 @@ pub fn send_order(s: &Send) -> (DateTime<Utc>, &str) {
     (s.sent_at, &s.send_id)
 }
 
-/// Decisions waiting, earliest first: (send instant, priority — higher first, moment index,
-/// customer id, key into `pending_store`). The tuple order is the decision order; the
-/// moments are sorted by id (`Model::moments`), so their indexes are in the order of the ids.
-type DecisionQueue = BinaryHeap<Reverse<DecisionOrder>>;
-/// Where a decision comes in the order of decisions (see `DecisionQueue`).
+/// Decisions waiting, earliest first: (send instant, the decision's number, its place in
+/// `PendingStore`). Only the instant orders the queue: the decisions of one instant are
+/// taken out together and sorted by their whole `DecisionOrder`, so its entries stay small.
+type DecisionQueue = BinaryHeap<Reverse<(DateTime<Utc>, u64, usize)>>;
+/// Where a decision comes in the order of decisions: (send instant, priority — higher
+/// first, moment index, customer id, the decision's number). The moments are sorted by id
+/// (`Model::moments`), so their indexes are in the order of the ids.
 type DecisionOrder = (DateTime<Utc>, Reverse<u64>, usize, Id, u64);
+
+/// The decisions waiting in the queue, each at a place of its own, found without hashing;
+/// a place let go is taken again.
+#[derive(Default)]
+struct PendingStore {
+    places: Vec<Option<(DecisionOrder, Pending)>>,
+    free: Vec<usize>,
+}
+
+impl PendingStore {
+    fn insert(&mut self, decision: (DecisionOrder, Pending)) -> usize {
+        match self.free.pop() {
+            Some(place) => {
+                self.places[place] = Some(decision);
+                place
+            }
+            None => {
+                self.places.push(Some(decision));
+                self.places.len() - 1
+            }
+        }
+    }
+
+    fn take(&mut self, place: usize) -> Option<(DecisionOrder, Pending)> {
+        let decision = self.places.get_mut(place)?.take()?;
+        self.free.push(place);
+        Some(decision)
+    }
+
+    /// Every decision still waiting, in no order.
+    fn drain(&mut self) -> impl Iterator<Item = (DecisionOrder, Pending)> + '_ {
+        self.free.clear();
+        self.places.drain(..).flatten()
+    }
+}
 /// Customers by id, in id order, with their numbers in `Engine::customers`.
 type CustomerIds = BTreeMap<Id, usize>;
 /// Date triggers waiting: (instant, moment index, customer id, the trait value scheduled for).
@@ -812,7 +849,7 @@ struct Engine<'m> {
     shop_history: Vec<Vec<EventRecord>>,
     across_events: Vec<Arc<str>>,
     pending: DecisionQueue,
-    pending_store: FxMap<u64, Pending>,
+    pending_store: PendingStore,
     /// Decisions due at the instant they were triggered (no `wait`, no quiet hours), all
     /// at one instant: decided at that instant with those of the queue, in the same
     /// order, without going through the queue. Most entries of a large backtest are.
@@ -1110,7 +1147,7 @@ impl<'m> Engine<'m> {
             routes: FxMap::default(),
             across_events: across,
             pending: BinaryHeap::new(),
-            pending_store: FxMap::default(),
+            pending_store: PendingStore::default(),
             due_now: Vec::new(),
             next_pending: 0,
             timers: BinaryHeap::new(),
@@ -1308,9 +1345,9 @@ impl<'m> Engine<'m> {
                 _ => Vec::new(),
             };
             while self.pending.peek().is_some_and(|Reverse(p)| p.0 == instant) {
-                if let Some(Reverse(order)) = self.pending.pop() {
-                    if let Some(p) = self.pending_store.remove(&order.4) {
-                        due.push((order, p));
+                if let Some(Reverse((_, _, place))) = self.pending.pop() {
+                    if let Some(decision) = self.pending_store.take(place) {
+                        due.push(decision);
                     }
                 }
             }
@@ -1326,6 +1363,7 @@ impl<'m> Engine<'m> {
         }
         // What is left is pending.
         let mut left: Vec<Pending> = self.pending_store.drain().map(|(_, p)| p).collect();
+        self.pending.clear();
         left.extend(self.due_now.drain(..).map(|(_, p)| p));
         let id = |p: &Pending| self.customers.get(p.who).map(|c| c.id.clone());
         // INVARIANT: a total order (the key tells a customer's entries apart), so that the
@@ -1719,8 +1757,8 @@ impl<'m> Engine<'m> {
         if due_now {
             self.due_now.push((order, pending));
         } else {
-            self.pending.push(Reverse(order));
-            self.pending_store.insert(key, pending);
+            let place = self.pending_store.insert((order, pending));
+            self.pending.push(Reverse((send_at, key, place)));
         }
     }
 
