@@ -104,15 +104,16 @@ impl fmt::Display for Value {
 /// An event's properties: one value per property its schema declares, read by name.
 ///
 /// The names are one list per kind of event, shared by all its events and never freed
-/// ([`Properties::names_for`]), so that a record costs one allocation for its values and
-/// nothing to count or free for its names; a property not given (and without a default)
-/// is `Null` and reads as absent. The values are shared: a clone (an event kept in a
-/// history, or waiting with its trigger) counts them, it does not copy them.
+/// ([`Properties::names_for`]), so that a record costs nothing to count or free for its
+/// names; a property not given (and without a default) is `Null` and reads as absent. Up to
+/// four values are held in the record itself: the engine reads them where the record is,
+/// not in memory the reading thread allocated and the engine would then free (a cache miss
+/// per event, and a count both threads write). A clone copies them.
 #[derive(Clone, Default)]
 pub struct Properties {
     // INVARIANT: `names` is sorted, without repeats, and as long as `values`.
     names: Names,
-    values: Arc<[Value]>,
+    values: smallvec::SmallVec<[Value; 4]>,
 }
 
 /// A list of names from [`Properties::names_for`]. One pointer wide (to the list, made once
@@ -182,13 +183,12 @@ impl Properties {
     pub fn absent(names: Names) -> Properties {
         Properties {
             names,
-            // One allocation: the iterator's length is known.
             values: (0..names.len()).map(|_| Value::Null).collect(),
         }
     }
 
     /// Properties named by `names` (from [`Properties::names_for`]) with the values of
-    /// `slots`, taken by position (those past the end absent), in one allocation.
+    /// `slots`, taken by position (those past the end absent).
     pub fn from_slots(names: Names, slots: &mut [Value]) -> Properties {
         Properties {
             names,
@@ -200,7 +200,7 @@ impl Properties {
 
     /// Sets the property at `slot`, the position of its name in the list.
     pub fn set_slot(&mut self, slot: usize, value: Value) {
-        if let Some(v) = Arc::make_mut(&mut self.values).get_mut(slot) {
+        if let Some(v) = self.values.get_mut(slot) {
             *v = value;
         }
     }
