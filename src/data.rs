@@ -827,6 +827,8 @@ impl Iterator for RecordStream {
 // ---------------------------------------------------------------------------------------------
 // One file, in order
 
+// One per file: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Mode {
     /// Sorted by time: read as needed; `group` holds the rest of one instant, last first.
     Streaming {
