@@ -428,7 +428,7 @@ impl History for Histories<'_> {
             }
         };
         let index = index.filter(|i| i.usable)?;
-        Some(index.times.get(key).map_or(&[], |t| t.as_slice()))
+        Some(index.times_of(key))
     }
 
     fn tally(&self, slot: usize) -> Option<(&TallySpec, &Tally)> {
@@ -2537,6 +2537,11 @@ struct KeyIndex {
     /// False once an event's path held something the index cannot stand for (a text where
     /// a list was expected, a list where one value was): aggregates then scan.
     usable: bool,
+    /// Two bits for each key held, taken from its hash ([`KeyIndex::bits`]): a key whose
+    /// two bits are not both set is not held, which is known without reading the table.
+    /// Most keys looked up in a customer's own index are not there (she has not bought
+    /// the product she is looking at), and the table is seldom in the cache.
+    filter: u128,
     /// Keys inline when short (a product id), and a key's first instants beside it: a
     /// lookup reads the table and nothing else for most keys.
     times: FxMap<Id, KeyTimes>,
@@ -2551,6 +2556,22 @@ impl KeyIndex {
             usable: true,
             ..KeyIndex::default()
         }
+    }
+
+    /// The bits of `key` in `filter`: two of 128, from its hash.
+    fn bits(key: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let hash = crate::fx::FxBuild::default().hash_one(key);
+        (1u128 << (hash & 127)) | (1u128 << ((hash >> 7) & 127))
+    }
+
+    /// The instants of `key`, oldest first (none when it is not held).
+    fn times_of(&self, key: &str) -> &[DateTime<Utc>] {
+        let bits = KeyIndex::bits(key);
+        if self.filter & bits != bits {
+            return &[];
+        }
+        self.times.get(key).map_or(&[], |t| t.as_slice())
     }
 
     fn add(&mut self, spec: &eval::KeyedSpec, event: &EventRecord, keep: Option<Keep>) {
@@ -2588,9 +2609,11 @@ impl KeyIndex {
         if !fits {
             self.usable = false;
             self.times.clear();
+            self.filter = 0;
             return;
         }
         for key in keys {
+            self.filter |= KeyIndex::bits(&key);
             let times = self.times.entry(key).or_default();
             // Looked at when full (see `eval::stale_half`).
             if times.len() == times.capacity() {
