@@ -632,13 +632,17 @@ pub fn run_partitioned(
             None => 0,
         });
     }
-    let shop: FxSet<Arc<str>> = {
+    // The events every engine sees, by their interned names: a record's kind of event is
+    // told apart by where its name is, without hashing it (see `Engine::route`).
+    let shop: Vec<&'static str> = {
         let mut unused = RunOutput::default();
         Engine::new(model, &mut unused)
             .across_events
-            .into_iter()
+            .iter()
+            .map(|event| crate::value::interned(event))
             .collect()
     };
+    let everyone = |event: &'static str| shop.iter().any(|s| std::ptr::eq(*s, event));
     std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(parts);
         let mut engines = Vec::with_capacity(parts);
@@ -669,7 +673,7 @@ pub fn run_partitioned(
             let at = record.at;
             let everyone = match (&record.customer, &record.kind) {
                 (None, _) => true,
-                (Some(_), RecordKind::Event { event, .. }) => shop.contains(*event),
+                (Some(_), RecordKind::Event { event, .. }) => everyone(event),
                 (Some(_), RecordKind::Identify { .. }) => false,
             };
             let owner = record.customer.as_deref().map(|c| partition(c, parts));
