@@ -407,22 +407,30 @@ impl History for Histories<'_> {
 
     fn keyed(
         &self,
-        spec: &eval::KeyedSpec,
+        keyed: &eval::Keyed,
         across_customers: bool,
         key: &str,
     ) -> Option<&[DateTime<Utc>]> {
+        // INVARIANT: `place` is where the engine keeps this spec's index among those of its
+        // kind (`CExpr::place_indexes`, when the campaigns are compiled), or `usize::MAX`
+        // for none.
         let index = if across_customers {
-            self.keyed
-                .iter()
-                .find(|(s, _)| s == spec)
-                .map(|(_, index)| index)
+            let (spec, index) = self.keyed.get(keyed.place)?;
+            debug_assert!(*spec == keyed.spec);
+            Some(index)
         } else {
             // INVARIANT: the customer's events of an indexed kind are not kept, so an index
             // must answer: a customer without one has had no such event (an empty one).
             // The data is typed by the schema, so a path holds what the index expects and
             // the index stays usable.
-            let i = self.own_specs.iter().position(|(s, _)| s == spec)?;
-            match self.own_keyed.get(i) {
+            debug_assert!(self
+                .own_specs
+                .get(keyed.place)
+                .is_none_or(|(s, _)| *s == keyed.spec));
+            if keyed.place >= self.own_specs.len() {
+                return None;
+            }
+            match self.own_keyed.get(keyed.place) {
                 Some(index) => Some(index),
                 None => return Some(&[]),
             }
@@ -1057,7 +1065,7 @@ impl<'m> Engine<'m> {
                 gate,
             });
         }
-        let consent = model
+        let mut consent = model
             .schema
             .defaults
             .consent
@@ -1105,6 +1113,19 @@ impl<'m> Engine<'m> {
         if traced {
             tally_specs.clear();
             own_keyed.clear();
+        }
+        // Each keyed aggregate knows where its index is, so a lookup does not compare specs.
+        {
+            let own: Vec<eval::KeyedSpec> = own_keyed.iter().map(|(s, _)| s.clone()).collect();
+            let mut place = |expr: &mut CExpr| expr.place_indexes(&keyed_specs, &own);
+            for plan in &mut moments {
+                plan.lets.iter_mut().for_each(&mut place);
+                plan.conditions.iter_mut().for_each(&mut place);
+                for unless in &mut plan.unless {
+                    unless.condition.iter_mut().for_each(&mut place);
+                }
+            }
+            consent.values_mut().for_each(&mut place);
         }
         let slots = events.names.len();
         let layout = Layout {

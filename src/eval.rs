@@ -62,6 +62,34 @@ impl CExpr {
         }
     }
 
+    /// Sets where each aggregate's index by key is: its place in `shop` (across customers)
+    /// or in `own`, the specs of the indexes the engine keeps; `usize::MAX` for none.
+    pub fn place_indexes(&mut self, shop: &[KeyedSpec], own: &[KeyedSpec]) {
+        match self {
+            CExpr::Aggregate(a) => {
+                if let Some(k) = &mut a.keyed {
+                    let specs = if a.across_customers { shop } else { own };
+                    k.place = specs
+                        .iter()
+                        .position(|s| *s == k.spec)
+                        .unwrap_or(usize::MAX);
+                }
+                if let Some(c) = &mut a.condition {
+                    c.place_indexes(shop, own);
+                }
+            }
+            CExpr::List(items) | CExpr::Call(_, items) => {
+                items.iter_mut().for_each(|i| i.place_indexes(shop, own))
+            }
+            CExpr::Not(i) | CExpr::Neg(i) => i.place_indexes(shop, own),
+            CExpr::Binary(_, l, r) => {
+                l.place_indexes(shop, own);
+                r.place_indexes(shop, own);
+            }
+            _ => {}
+        }
+    }
+
     /// The aggregates of the customer's own events in this expression read their events,
     /// not an index: the value "just before" the trigger (`crosses`) leaves one event out,
     /// which an index of instants by key cannot.
@@ -128,6 +156,10 @@ pub struct Keyed {
     pub spec: KeyedSpec,
     /// The key, evaluated in the outer context.
     pub key: CExpr,
+    /// Where the engine keeps its index among those of its kind (the shop's, or each
+    /// customer's), worked out when it compiles the campaigns (see
+    /// [`CExpr::place_indexes`]); `usize::MAX` until then.
+    pub place: usize,
 }
 
 /// Which events an index holds and by what: (event, path, list).
@@ -188,6 +220,7 @@ fn keyed_shape(event: &str, condition: &CExpr) -> Option<Keyed> {
     (!reads_aggregated(key)).then(|| Keyed {
         spec: (Arc::from(event), path, list),
         key: key.clone(),
+        place: usize::MAX,
     })
 }
 
@@ -399,13 +432,8 @@ pub trait History {
     fn events(&self, slot: usize, across_customers: bool) -> &[EventRecord];
     /// The instants (oldest first) of everyone's `spec` events holding `key`, when an
     /// index of them is kept and can answer; `None` to scan instead.
-    fn keyed(
-        &self,
-        spec: &KeyedSpec,
-        across_customers: bool,
-        key: &str,
-    ) -> Option<&[DateTime<Utc>]> {
-        let _ = (spec, across_customers, key);
+    fn keyed(&self, keyed: &Keyed, across_customers: bool, key: &str) -> Option<&[DateTime<Utc>]> {
+        let _ = (keyed, across_customers, key);
         None
     }
     /// The customer's running [`Tally`] of the event in `slot`, when one is kept for the
@@ -834,7 +862,7 @@ fn keyed_aggregate(aggregate: &CAggregate, cx: &Context) -> Option<Value> {
     }
     let times = KEY.with_borrow_mut(|text| {
         write_key(&key, text)
-            .then(|| cx.history.keyed(spec, aggregate.across_customers, text))
+            .then(|| cx.history.keyed(keyed, aggregate.across_customers, text))
             .flatten()
     })?;
     // `none in E.list` holds for no event.
