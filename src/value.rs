@@ -57,7 +57,17 @@ impl Value {
         }
     }
     pub fn text(s: &str) -> Value {
-        Value::Text(Id::new(s))
+        Value::Text(id(s))
+    }
+}
+
+/// `text` as an [`Id`]: held inline, copied byte by byte, when short (as nearly every id
+/// and text value is), which is quicker than the general constructor's call to copy it.
+pub fn id(text: &str) -> Id {
+    if text.len() <= Id::INLINE_CAP {
+        Id::new_inline(text)
+    } else {
+        Id::new(text)
     }
 }
 

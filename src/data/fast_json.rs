@@ -441,7 +441,7 @@ impl<'a> Parser<'a> {
         match self.peek()? {
             b'"' => {
                 let s = self.string()?;
-                Some((!s.is_empty()).then(|| Id::new(s)))
+                Some((!s.is_empty()).then(|| crate::value::id(s)))
             }
             b'n' => {
                 self.literal(b"null")?;
