@@ -409,12 +409,16 @@ struct FieldSpec {
     name: &'static str,
     /// [`name_tag`] of `name`: most names are told apart by it, without comparing texts.
     tag: u64,
+    /// The name as a JSON key is written before its value: `"name":`.
+    quoted: Box<[u8]>,
     ty: CTy,
     default: Option<Value>,
 }
 
 #[derive(Debug)]
 struct EventSpec {
+    /// Its place in `Compiled::events`.
+    index: usize,
     name: &'static str,
     source: Arc<str>,
     catalog: bool,
@@ -463,6 +467,7 @@ impl Compiled {
             FieldSpec {
                 name: interned(&f.name),
                 tag: name_tag(&f.name),
+                quoted: format!("{:?}:", f.name).into_bytes().into(),
                 ty,
                 default,
             }
@@ -486,6 +491,7 @@ impl Compiled {
                 names.len() == fields.len() && names.iter().zip(&fields).all(|(n, f)| *n == f.name)
             );
             events.push(EventSpec {
+                index: events.len(),
                 name: interned(&event.name),
                 source: Arc::from(event.source.as_str()),
                 catalog: event.catalog,
@@ -591,6 +597,8 @@ struct Ctx {
     texts: TextCache,
     /// Room for the property values of the line at hand, by slot (see `fast_json`).
     slots: Vec<Value>,
+    /// The shape of the line before (see `fast_json::Shape`).
+    shape: fast_json::Shape,
     /// The instant of customers table rows without `updated_at`.
     forever: DateTime<Utc>,
     rejects: Vec<Reject>,
@@ -606,6 +614,7 @@ impl Ctx {
             schema,
             texts: TextCache::default(),
             slots: Vec::new(),
+            shape: fast_json::Shape::default(),
             forever,
             rejects: Vec::new(),
             skipped: BTreeMap::new(),
@@ -1371,7 +1380,8 @@ fn ndjson_record(line: &[u8], rel: &'static str, number: u64, ctx: &mut Ctx) -> 
     // Checked once for the whole line, so the parser does not check each string again.
     if let Ok(text) = std::str::from_utf8(line) {
         let (schema, texts, slots) = (&ctx.schema, &mut ctx.texts, &mut ctx.slots);
-        if let Some(record) = fast_json::record(text, rel, number, schema, texts, slots) {
+        let shape = &mut ctx.shape;
+        if let Some(record) = fast_json::record(text, rel, number, schema, texts, slots, shape) {
             debug_assert!(
                 matches!(slow_record(line, rel, number, ctx), Outcome::Record(r) if r == record),
                 "the fast path read {text} otherwise"
@@ -3396,6 +3406,7 @@ mod tests {
             .map(|n| FieldSpec {
                 name: n,
                 tag: name_tag(n),
+                quoted: format!("{n:?}:").into_bytes().into(),
                 ty: CTy::new(&Ty::unknown()),
                 default: None,
             })

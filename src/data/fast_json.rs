@@ -43,6 +43,7 @@ pub(super) fn record(
     schema: &Compiled,
     texts: &mut TextCache,
     slots: &mut Vec<Value>,
+    shape: &mut Shape,
 ) -> Option<Record> {
     let mut p = Parser { text: line, at: 0 };
     // `Some(true)`: a `track`.
@@ -57,47 +58,70 @@ pub(super) fn record(
     let mut seen = 0u8;
     p.ws();
     p.eat(b'{')?;
+    let mut keys = 0;
     loop {
-        let key = p.key()?;
-        let bit = match key.as_bytes() {
-            b"type" => {
+        // The key the line before had here, when it is the same one: read as a whole.
+        let expected = shape
+            .keys
+            .get(keys)
+            .and_then(|&k| TOP_KEYS.get(usize::from(k)));
+        let kind = match expected {
+            Some(&(_, quoted)) if p.text.as_bytes()[p.at..].starts_with(quoted) => {
+                p.at += quoted.len();
+                p.ws();
+                shape.keys[keys]
+            }
+            _ => {
+                let key = p.key()?;
+                TOP_KEYS
+                    .iter()
+                    .position(|(name, _)| *name == key)
+                    .map_or(u8::MAX, |k| k as u8)
+            }
+        };
+        let (kind, bit) = match kind {
+            0 => {
                 track = match p.string()? {
                     "track" => Some(true),
                     "identify" => Some(false),
                     _ => return None,
                 };
-                1
+                (0, 1)
             }
-            b"userId" => {
+            1 => {
                 user = p.id()?;
-                2
+                (1, 2)
             }
-            b"event" => {
+            2 => {
                 event = Some(schema.event(p.string()?)?);
-                4
+                (2, 4)
             }
-            b"timestamp" => {
+            3 => {
                 at = Some(parse_timestamp(p.string()?)?);
-                8
+                (3, 8)
             }
-            b"messageId" => {
+            4 => {
                 id = p.id()?;
-                16
+                (4, 16)
             }
-            b"properties" => {
+            5 => {
                 // Read before `event` they would be typed afterwards: the long way.
-                properties = Some(p.properties(event?, texts, slots)?);
-                32
+                properties = Some(p.properties(event?, texts, slots, shape)?);
+                (5, 32)
             }
-            b"traits" => {
+            6 => {
                 traits = Some(p.fields(&schema.traits, texts)?);
-                64
+                (6, 64)
             }
             _ => {
                 p.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
-                0
+                (u8::MAX, 0)
             }
         };
+        if let Some(slot) = shape.keys.get_mut(keys) {
+            *slot = kind;
+        }
+        keys += 1;
         if seen & bit != 0 {
             return None;
         }
@@ -167,6 +191,28 @@ fn null_slots(slots: &mut Vec<Value>, len: usize) {
     }
     let given = slots.len();
     slots.extend((given..len).map(|_| Value::Null));
+}
+
+/// The top-level keys the reader uses, and each as it is written before its value.
+const TOP_KEYS: [(&str, &[u8]); 7] = [
+    ("type", b"\"type\":"),
+    ("userId", b"\"userId\":"),
+    ("event", b"\"event\":"),
+    ("timestamp", b"\"timestamp\":"),
+    ("messageId", b"\"messageId\":"),
+    ("properties", b"\"properties\":"),
+    ("traits", b"\"traits\":"),
+];
+
+/// The shape of the line before: its top-level keys in order (by place in [`TOP_KEYS`],
+/// `u8::MAX` for another). The lines of a file are mostly written alike, so each key is
+/// first looked for where the line before had it, as a whole, before it is read.
+#[derive(Debug, Default)]
+pub(super) struct Shape {
+    keys: [u8; 8],
+    /// Per event (by place in `Compiled::events`), the fields of the properties of its
+    /// line before, in order (by index, `u8::MAX` for another).
+    fields: Vec<[u8; 8]>,
 }
 
 /// The values of `event`'s properties, by slot, with defaults filled in; `None` when a
@@ -502,6 +548,7 @@ impl<'a> Parser<'a> {
         event: &EventSpec,
         texts: &mut TextCache,
         slots: &mut Vec<Value>,
+        shape: &mut Shape,
     ) -> Option<Properties> {
         slots.clear();
         null_slots(slots, event.fields.len());
@@ -509,7 +556,11 @@ impl<'a> Parser<'a> {
             self.literal(b"null")?;
             return complete_slots(event, slots);
         }
-        self.object(&event.fields, texts, |i, value| {
+        if shape.fields.len() <= event.index {
+            shape.fields.resize(event.index + 1, [u8::MAX; 8]);
+        }
+        let order = shape.fields.get_mut(event.index);
+        self.object(&event.fields, texts, order, |i, value| {
             if let Some(slot) = slots.get_mut(i) {
                 *slot = value;
             }
@@ -524,16 +575,18 @@ impl<'a> Parser<'a> {
         texts: &mut TextCache,
     ) -> Option<Vec<(usize, Value)>> {
         let mut values = Vec::with_capacity(fields.len().min(16));
-        self.object(fields, texts, |i, value| values.push((i, value)))?;
+        self.object(fields, texts, None, |i, value| values.push((i, value)))?;
         Some(values)
     }
 
     /// An object of declared fields, each typed and handed to `each` with its index; others
-    /// are read past.
+    /// are read past. With `order` (the fields' indexes in the order the object before had
+    /// them), each key is first looked for as the one the object before had there.
     fn object(
         &mut self,
         fields: &[FieldSpec],
         texts: &mut TextCache,
+        mut order: Option<&mut [u8; 8]>,
         mut each: impl FnMut(usize, Value),
     ) -> Option<()> {
         self.eat(b'{')?;
@@ -542,9 +595,25 @@ impl<'a> Parser<'a> {
             self.at += 1;
             return Some(());
         }
+        let mut place = 0;
         loop {
-            let key = self.key()?;
-            match find_field(fields, key) {
+            let expected = order
+                .as_deref()
+                .and_then(|o| o.get(place))
+                .and_then(|&i| fields.get(usize::from(i)).map(|f| (usize::from(i), f)));
+            let field = match expected {
+                Some((i, f)) if self.text.as_bytes()[self.at..].starts_with(&f.quoted) => {
+                    self.at += f.quoted.len();
+                    self.ws();
+                    Some(i)
+                }
+                _ => find_field(fields, self.key()?),
+            };
+            if let Some(slot) = order.as_deref_mut().and_then(|o| o.get_mut(place)) {
+                *slot = field.and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX);
+            }
+            place += 1;
+            match field {
                 None => {
                     self.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
                 }
@@ -613,7 +682,7 @@ mod tests {
     /// The fast path's record of `line`, if it reads it.
     fn fast(line: &str, ctx: &mut Ctx) -> Option<Record> {
         let (schema, texts, slots) = (&ctx.schema, &mut ctx.texts, &mut ctx.slots);
-        record(line, "shop.ndjson", 7, schema, texts, slots)
+        record(line, "shop.ndjson", 7, schema, texts, slots, &mut ctx.shape)
     }
 
     /// The usual lines are read by the fast path into the record the long way makes; the
@@ -707,6 +776,32 @@ mod tests {
         }
         for line in &left {
             assert_eq!(fast(line, &mut ctx), None, "{line}");
+        }
+    }
+
+    /// Lines whose keys come in another order than the line before's, or with white space
+    /// between them, are read as the long way reads them: the shape of the line before is
+    /// only where each key is looked for first.
+    #[test]
+    fn keys_in_any_order_are_read_whatever_the_line_before() {
+        let mut ctx = ctx();
+        let lines = [
+            r#"{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":2,"quantity":3}}"#,
+            r#"{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":2,"quantity":3}}"#,
+            r#"{"event":"Product Added","type":"track","timestamp":"2026-11-20T10:00:01Z","userId":"c2","properties":{"quantity":1,"name":"x","product_id":"p2","price":5}}"#,
+            r#"{ "type" : "track", "userId":"c3","event" :"Product Added","timestamp":"2026-11-20T10:00:02Z","properties":{ "price" :1,"product_id" : "p3"}}"#,
+            r#"{"type":"track","userId":"c4","event":"Product Added","timestamp":"2026-11-20T10:00:03Z","properties":{"product_id":"p4","price":1,"extra":{"price":2},"quantity":7}}"#,
+            r#"{"type":"identify","userId":"c5","timestamp":"2026-11-20T10:00:04Z","traits":{"tier":"gold"}}"#,
+            r#"{"type":"track","userId":"c1","event":"Product Added","timestamp":"2026-11-20T10:00:05Z","properties":{"product_id":"p1","price":2,"quantity":3}}"#,
+        ];
+        for line in lines {
+            let Some(record) = fast(line, &mut ctx) else {
+                panic!("the fast path leaves {line}");
+            };
+            match slow_record(line.as_bytes(), "shop.ndjson", 7, &mut ctx) {
+                Outcome::Record(slow) => assert_eq!(record, slow, "{line}"),
+                _ => panic!("the long way does not read {line}"),
+            }
         }
     }
 
