@@ -97,7 +97,7 @@ pub(super) fn record(
                 (2, 4)
             }
             3 => {
-                at = Some(parse_timestamp(p.string()?)?);
+                at = Some(shape.timestamp(p.string()?)?);
                 (3, 8)
             }
             4 => {
@@ -213,6 +213,42 @@ pub(super) struct Shape {
     /// Per event (by place in `Compiled::events`), the fields of the properties of its
     /// line before, in order (by index, `u8::MAX` for another).
     fields: Vec<[u8; 8]>,
+    /// The date of the line before's timestamp, as written and as read.
+    date: Option<([u8; 10], chrono::NaiveDate)>,
+}
+
+impl Shape {
+    /// `parse_timestamp`, with the date taken from the line before when it is the same
+    /// (the lines of a file are in time order, thousands to a day).
+    fn timestamp(&mut self, text: &str) -> Option<DateTime<Utc>> {
+        let b = text.as_bytes();
+        // The usual shape, `YYYY-MM-DDTHH:MM:SSZ`, as `parse_timestamp` reads it.
+        if b.len() != 20
+            || !matches!(b[10], b'T' | b't')
+            || b[13] != b':'
+            || b[16] != b':'
+            || !matches!(b[19], b'Z' | b'z')
+        {
+            return parse_timestamp(text);
+        }
+        let date = match &self.date {
+            Some((written, date)) if *written == b[..10] => *date,
+            _ => {
+                let date = parse_timestamp(text)?.date_naive();
+                let mut written = [0u8; 10];
+                written.copy_from_slice(&b[..10]);
+                self.date = Some((written, date));
+                date
+            }
+        };
+        let two = |at: usize| {
+            let (high, low) = (b[at], b[at + 1]);
+            (high.is_ascii_digit() && low.is_ascii_digit())
+                .then(|| u32::from(high - b'0') * 10 + u32::from(low - b'0'))
+        };
+        let time = chrono::NaiveTime::from_hms_opt(two(11)?, two(14)?, two(17)?)?;
+        Some(date.and_time(time).and_utc())
+    }
 }
 
 /// The values of `event`'s properties, by slot, with defaults filled in; `None` when a
@@ -801,6 +837,38 @@ mod tests {
             match slow_record(line.as_bytes(), "shop.ndjson", 7, &mut ctx) {
                 Outcome::Record(slow) => assert_eq!(record, slow, "{line}"),
                 _ => panic!("the long way does not read {line}"),
+            }
+        }
+    }
+
+    /// A timestamp read with the date of the line before is the one `parse_timestamp`
+    /// reads, or left to it.
+    #[test]
+    fn a_timestamp_with_the_date_before_is_read_as_parse_timestamp_reads_it() {
+        let mut shape = Shape::default();
+        for text in [
+            "2026-11-20T10:00:00Z",
+            "2026-11-20T23:59:59z",
+            "2026-11-20t00:00:00Z",
+            "2026-11-20T23:59:60Z",
+            "2026-11-20T24:00:00Z",
+            "2026-11-20T1a:00:00Z",
+            "2026-11-21T00:00:01Z",
+            "2026-02-29T00:00:01Z",
+            "2028-02-29T00:00:01Z",
+            "2028-02-29T12:30:00+01:00",
+            "2028-02-29T12:30:00.5Z",
+            "2028-02-29",
+        ] {
+            let quick = shape.timestamp(text);
+            assert!(quick.is_none() || quick == parse_timestamp(text), "{text}");
+            let usual = [
+                "2026-11-20T10:00:00Z",
+                "2026-11-21T00:00:01Z",
+                "2028-02-29T00:00:01Z",
+            ];
+            if usual.contains(&text) {
+                assert!(quick.is_some(), "{text}");
             }
         }
     }
