@@ -508,18 +508,14 @@ impl Compiled {
         }
     }
 
+    /// The declared event named `source` in the data.
     fn event(&self, source: &str) -> Option<&EventSpec> {
-        self.event_at(source).map(|(_, event)| event)
-    }
-
-    /// The declared event named `source` in the data, with its place in `events`.
-    fn event_at(&self, source: &str) -> Option<(usize, &EventSpec)> {
         let tag = name_tag(source);
         let (_, _, i) = self
             .by_source
             .iter()
             .find(|(t, s, _)| *t == tag && **s == *source)?;
-        Some((*i, self.events.get(*i)?))
+        self.events.get(*i)
     }
 }
 
@@ -2569,7 +2565,7 @@ fn table_record<'a, C: Cell<'a>>(
                 Some(Err(e)) => return Outcome::Reject(format!("`event` is {e}")),
                 None => return Outcome::Reject("`event` is empty".to_string()),
             };
-            let Some((index, spec)) = schema.event_at(&name) else {
+            let Some(spec) = schema.event(&name) else {
                 ctx.skip(&name);
                 return Outcome::Skip;
             };
@@ -2590,7 +2586,11 @@ fn table_record<'a, C: Cell<'a>>(
                 None => derived(),
             };
             let mut properties = Properties::absent(spec.names);
-            for &(i, col) in fields.get(index).map(Vec::as_slice).unwrap_or_default() {
+            for &(i, col) in fields
+                .get(spec.index)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 let Some(field) = spec.fields.get(i) else {
                     continue;
                 };

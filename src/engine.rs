@@ -2207,7 +2207,7 @@ impl<'m> Engine<'m> {
             text.clear();
             let quick = plain
                 .as_deref()
-                .is_some_and(|pieces| render_plain(pieces, customer, p, send_id, text));
+                .is_some_and(|pieces| render_plain(pieces, customer, p, send_id, text).is_some());
             if quick {
                 // Rendered again only in debug builds.
                 debug_assert_eq!(*text, by_minijinja(name), "template {name}");
@@ -2558,17 +2558,17 @@ fn grown<V: Default>(items: &mut Vec<V>, place: usize) -> &mut V {
     &mut items[place]
 }
 
-/// Append `event` to a history, and forget what is older than `keep` allows.
 /// Append `event` to a history, and forget what is older than `keep` allows, once it is at
 /// least half of the history, looked at when the history is full (see `eval::stale_half`).
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
-    if history.len() == history.capacity() {
-        if let Some(from) = keep.and_then(|k| k.from(event.at)) {
-            let stale = eval::stale_half(history, |e| e.at, from);
-            if stale > 0 {
-                history.drain(..stale);
-            }
-        }
+    let stale = eval::stale_when_full(
+        history,
+        history.capacity(),
+        |e| e.at,
+        || keep.and_then(|k| k.from(event.at)),
+    );
+    if stale > 0 {
+        history.drain(..stale);
     }
     history.push(event);
 }
@@ -2658,14 +2658,14 @@ impl KeyIndex {
         for key in keys {
             self.filter |= KeyIndex::bits(&key);
             let times = self.times.entry(key).or_default();
-            // Looked at when full (see `eval::stale_half`).
-            if times.len() == times.capacity() {
-                if let Some(from) = keep.and_then(|k| k.from(event.at)) {
-                    let stale = eval::stale_half(times, |t| *t, from);
-                    if stale > 0 {
-                        times.drain(..stale);
-                    }
-                }
+            let stale = eval::stale_when_full(
+                times,
+                times.capacity(),
+                |t| *t,
+                || keep.and_then(|k| k.from(event.at)),
+            );
+            if stale > 0 {
+                times.drain(..stale);
             }
             times.push(event.at);
         }
@@ -2743,19 +2743,9 @@ fn bind_plain(
     }
 }
 
-/// A plain template rendered from the engine's values; `None` when minijinja must render
-/// it after all.
+/// A plain template rendered from the engine's values at the end of `out`; `None` when
+/// minijinja must render it after all.
 fn render_plain(
-    pieces: &[Plain],
-    customer: &Customer,
-    p: &Pending,
-    send_id: &str,
-    out: &mut String,
-) -> bool {
-    render_plain_pieces(pieces, customer, p, send_id, out).is_some()
-}
-
-fn render_plain_pieces(
     pieces: &[Plain],
     customer: &Customer,
     p: &Pending,

@@ -592,16 +592,16 @@ impl Tally {
             }
         }
         if let Some(window) = spec.window {
-            // Forget what no window reaches any more, once it is half of what is held;
-            // looked at only when the instants would grow (see `stale_half`).
-            if self.times.len() == self.times.capacity() {
-                if let Some(from) = crate::schedule::back(event.at, window) {
-                    let stale = stale_half(&self.times, |t| *t, from);
-                    if stale > 0 {
-                        self.times.drain(..stale);
-                        self.values.drain(..stale * spec.fields.len());
-                    }
-                }
+            // Forget what no window reaches any more.
+            let stale = stale_when_full(
+                &self.times,
+                self.times.capacity(),
+                |t| *t,
+                || crate::schedule::back(event.at, window),
+            );
+            if stale > 0 {
+                self.times.drain(..stale);
+                self.values.drain(..stale * spec.fields.len());
             }
             self.times.push(event.at);
             self.values
@@ -660,11 +660,25 @@ impl Tally {
     }
 }
 
+/// How many of the time-ordered `items`, about to grow past `room`, to forget first: those
+/// before `from` (worked out only then; `None`: none), when they are at least half of them.
+/// Histories, tallies and indexes ask only when they are full, before they would grow:
+/// asking at every item read a cold item in the middle each time, and a list still holds
+/// at most about twice what its window reaches (plus what came before it next grows).
+pub fn stale_when_full<T>(
+    items: &[T],
+    room: usize,
+    at: impl Fn(&T) -> DateTime<Utc>,
+    from: impl FnOnce() -> Option<DateTime<Utc>>,
+) -> usize {
+    if items.len() < room {
+        return 0;
+    }
+    from().map_or(0, |from| stale_half(items, at, from))
+}
+
 /// How many of the time-ordered `items` are before `from`, when they are at least half of
-/// them; 0 otherwise. Histories, tallies and indexes ask only when they are full, before
-/// they would grow: asking at every item read a cold item in the middle each time, and
-/// a list still holds at most about twice what its window reaches (plus what came before
-/// it next grows). The middle item tells which, so that the usual answer (no, the
+/// them; 0 otherwise (see [`stale_when_full`]). The middle item tells which, so that the usual answer (no, the
 /// older half is still needed) reads one item rather than searching the whole.
 pub fn stale_half<T>(items: &[T], at: impl Fn(&T) -> DateTime<Utc>, from: DateTime<Utc>) -> usize {
     // INVARIANT: `items` is in time order, so at least half are stale exactly when the

@@ -280,23 +280,22 @@ impl SendView<'_> {
     /// Appends the send as one line of JSON (no newline): the bytes `serde_json` writes
     /// for a [`Send`], as [`EntryView::write_json`] does.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let send = self;
         out.extend_from_slice(b"{\"send_id\":");
-        write_str(out, send.send_id);
+        write_str(out, self.send_id);
         out.extend_from_slice(b",\"moment\":");
-        write_str(out, send.moment);
+        write_str(out, self.moment);
         out.extend_from_slice(b",\"customer_id\":");
-        write_str(out, send.customer_id);
+        write_str(out, self.customer_id);
         out.extend_from_slice(b",\"channel\":");
-        write_str(out, send.channel);
+        write_str(out, self.channel);
         out.extend_from_slice(b",\"group\":");
-        write_str(out, send.group.as_str());
+        write_str(out, self.group.as_str());
         out.extend_from_slice(b",\"trigger_at\":");
-        write_instant(out, send.trigger_at);
+        write_instant(out, self.trigger_at);
         out.extend_from_slice(b",\"sent_at\":");
-        write_instant(out, send.sent_at);
+        write_instant(out, self.sent_at);
         out.extend_from_slice(b",\"message\":");
-        send.message.write_json(out);
+        self.message.write_json(out);
         out.push(b'}');
     }
 }

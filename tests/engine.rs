@@ -413,9 +413,8 @@ fn at_equal_priority_the_cap_goes_to_moments_in_the_order_of_their_ids() {
     assert_eq!(by_moment["c"], Some(Fate::Capped));
 }
 
-#[test]
-fn holdout_and_inactive() {
-    let held = r#"
+/// A message on every order, with half of the customers held out.
+const HELD: &str = r#"
 moment held "Held" {
   trigger { on order_completed }
   message email { subject "s" body "b" }
@@ -423,6 +422,9 @@ moment held "Held" {
   holdout 50%
 }
 "#;
+
+#[test]
+fn holdout_and_inactive() {
     let dated = r#"
 moment dated "Dated" {
   trigger { on order_completed }
@@ -431,7 +433,7 @@ moment dated "Dated" {
   active from 2026-12-01
 }
 "#;
-    let model = model(&[("held", held), ("dated", dated)]);
+    let model = model(&[("held", HELD), ("dated", dated)]);
     let mut records = Vec::new();
     for i in 0..40 {
         let c = format!("c{i:02}");
@@ -867,14 +869,6 @@ moment nudge "Nudge" {
 /// November). CART's send is due an hour after the trigger (its `unless … within 1h`).
 #[test]
 fn each_fate_gives_its_reason_in_words() {
-    let held = r#"
-moment held "Held" {
-  trigger { on order_completed }
-  message email { subject "s" body "b" }
-  kpi "k" = rate(order_completed within 1d after send)
-  holdout 50%
-}
-"#;
     let dated = r#"
 moment dated "Dated" {
   trigger { on order_completed }
@@ -883,7 +877,7 @@ moment dated "Dated" {
   active from 2026-12-01 until 2026-12-31
 }
 "#;
-    let model = model(&[("cart", CART), ("held", held), ("dated", dated)]);
+    let model = model(&[("cart", CART), ("held", HELD), ("dated", dated)]);
     let opted_in = |id: &str, customer: &str| {
         identify(
             id,
