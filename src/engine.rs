@@ -2559,7 +2559,8 @@ fn grown<V: Default>(items: &mut Vec<V>, place: usize) -> &mut V {
 }
 
 /// Append `event` to a history, and forget what is older than `keep` allows, once it is at
-/// least half of the history, looked at when the history is full (see `eval::stale_half`).
+/// least half of the history, looked at when the history is full
+/// (see `eval::stale_when_full`).
 fn keep_appending(history: &mut Vec<EventRecord>, event: EventRecord, keep: Option<Keep>) {
     let stale = eval::stale_when_full(
         history,
