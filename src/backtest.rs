@@ -48,11 +48,22 @@ pub fn run(
         BlockWriter::create(&path, WRITE_BUFFER)
             .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", path.display())))
     };
+    // The last run's files are moved aside first and removed beside this run.
+    let old: Vec<_> = ["entries.ndjson", "sends.ndjson"]
+        .iter()
+        .filter_map(|name| crate::direct_io::set_aside(&dir.join(name)))
+        .collect();
     let files = (create("entries.ndjson")?, create("sends.ndjson")?);
     let (batches, received) = channel();
     // Each part's spent batches, back from the writer to be filled again.
     let (spent, spare): (Vec<_>, Vec<_>) = (0..engines).map(|_| channel()).unzip();
     std::thread::scope(|scope| {
+        if !old.is_empty() {
+            // Best effort: a file left behind is replaced by the next run's.
+            let _ = std::thread::Builder::new()
+                .name("moments-clear".to_string())
+                .spawn_scoped(scope, || old.iter().for_each(|f| drop(std::fs::remove_file(f))));
+        }
         let writer = std::thread::Builder::new()
             .name("moments-write".to_string())
             .spawn_scoped(scope, || write_files(files, engines, received, spent))?;
