@@ -62,7 +62,9 @@ pub fn run(
             // Best effort: a file left behind is replaced by the next run's.
             let _ = std::thread::Builder::new()
                 .name("moments-clear".to_string())
-                .spawn_scoped(scope, || old.iter().for_each(|f| drop(std::fs::remove_file(f))));
+                .spawn_scoped(scope, || {
+                    old.iter().for_each(|f| drop(std::fs::remove_file(f)))
+                });
         }
         let writer = std::thread::Builder::new()
             .name("moments-write".to_string())

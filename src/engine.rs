@@ -16,7 +16,7 @@
 //! Nothing after `now` is decided: such entries come back pending.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -296,6 +296,10 @@ struct Route {
     /// Kept in the shop's history for `across customers`: its place there
     /// (`Layout::shop`), and for how long.
     shop: Option<(usize, Option<Keep>)>,
+    /// Kept with its properties, in the customer's history and in the shop's: false
+    /// where nothing reads them (only `unless E within …`, which reads instants), so
+    /// that an order kept there does not hold its list of products.
+    kept_whole: (bool, bool),
     /// Some moment's gate (its bit in `Customer::gates`): the customers who have had one
     /// are remembered.
     gate: Option<u64>,
@@ -880,6 +884,9 @@ struct Engine<'m> {
     /// How long events are kept, by (event, across customers); an event no expression
     /// reads is not kept at all. `None` while tracing: `explain` shows whole histories.
     keep: Option<HashMap<(Arc<str>, bool), Keep>>,
+    /// The events, by (event, across customers), whose kept copies some expression
+    /// reads the properties of (all of them while tracing).
+    properties_read: HashSet<(Arc<str>, bool)>,
     /// What plain aggregates read of each event, kept as a [`Tally`] per customer instead
     /// of the events, by place in `Layout::tally`. Empty while tracing.
     tally_specs: Vec<TallySpec>,
@@ -987,6 +994,7 @@ impl<'m> Engine<'m> {
                 let slot = reads.keep.entry((event.clone(), false)).or_insert(keep);
                 *slot = slot.max(keep);
                 if let Some(c) = condition {
+                    reads.properties.insert((event.clone(), false));
                     reads.add(c);
                 }
             }
@@ -1100,6 +1108,7 @@ impl<'m> Engine<'m> {
             .collect();
         let Reads {
             keep,
+            properties: properties_read,
             mut tally_specs,
             keyed: mut keyed_specs,
             mut own_keyed,
@@ -1185,6 +1194,7 @@ impl<'m> Engine<'m> {
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
             keep,
+            properties_read,
             tally_specs,
             own_keyed,
             keyed: keyed_specs
@@ -1510,7 +1520,7 @@ impl<'m> Engine<'m> {
                         }
                     }
                     if let Some(history) = self.shop_history.get_mut(place) {
-                        keep_appending(history, rec.clone(), keep);
+                        keep_appending(history, rec.kept(route.kept_whole.1), keep);
                     }
                 }
                 match &rec.customer {
@@ -1532,7 +1542,7 @@ impl<'m> Engine<'m> {
                             if let Some((place, keep)) = route.own {
                                 keep_appending(
                                     grown(&mut customer.history, place),
-                                    rec.clone(),
+                                    rec.kept(route.kept_whole.0),
                                     keep,
                                 );
                             }
@@ -1599,6 +1609,9 @@ impl<'m> Engine<'m> {
                 .as_ref()
                 .map(|k| k.get(&(Arc::from(event), across)).copied())
         };
+        let whole = |across: bool| {
+            self.keep.is_none() || self.properties_read.contains(&(Arc::from(event), across))
+        };
         let slot = self.events.position(event);
         let place = |places: &[Option<usize>]| slot.and_then(|s| places.get(s).copied().flatten());
         let route = Rc::new(Route {
@@ -1606,6 +1619,7 @@ impl<'m> Engine<'m> {
             // them with `keep` off), and `Layout::shop` for those of `across_events`.
             own: place(&self.layout.own).map(|p| (p, kept(false).flatten())),
             shop: place(&self.layout.shop).map(|p| (p, kept(true).flatten())),
+            kept_whole: (whole(false), whole(true)),
             gate: self.gated.get(event).map(|(bit, _)| *bit),
             tally: place(&self.layout.tally),
             shop_keyed: (0..self.keyed.len())
@@ -2480,6 +2494,9 @@ struct Reads {
     own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
     /// The events some aggregate reads `across customers`.
     across: Vec<Arc<str>>,
+    /// The events whose kept copies are read beyond their instants: by an aggregate
+    /// (a condition or a field) or an `unless … where`.
+    properties: HashSet<(Arc<str>, bool)>,
 }
 
 impl Reads {
@@ -2514,6 +2531,8 @@ impl Reads {
                 .entry((a.event.clone(), a.across_customers))
                 .or_insert(keep);
             *slot = slot.max(keep);
+            self.properties
+                .insert((a.event.clone(), a.across_customers));
         });
     }
 }

@@ -425,6 +425,21 @@ pub struct EventRecord {
     pub properties: Properties,
 }
 
+impl EventRecord {
+    /// A copy to keep: whole, or without its properties when nothing reads them.
+    pub fn kept(&self, whole: bool) -> EventRecord {
+        match whole {
+            true => self.clone(),
+            false => EventRecord {
+                at: self.at,
+                id: self.id.clone(),
+                customer: self.customer.clone(),
+                properties: Properties::default(),
+            },
+        }
+    }
+}
+
 /// The events an aggregate looks at, oldest first.
 pub trait History {
     /// The events of the event in `slot` of [`EventIndex`]: the customer's own, or

@@ -227,6 +227,59 @@ fn an_order_within_the_hour_cancels() {
     assert!(out.sends.is_empty());
 }
 
+/// An `unless … where` reads the properties of the customer's kept events, also when
+/// another moment's `unless` on the same event reads only when they happened.
+#[test]
+fn an_unless_condition_reads_the_properties_of_the_events_it_looks_at() {
+    const BIG_ORDER: &str = r#"
+moment big_order "Big order" {
+  trigger {
+    on product_added
+    unless order_completed where order_completed.total >= 50 within 1h
+  }
+  message email { subject "Still thinking?" body "Your cart is waiting." }
+  kpi "Return" = rate(order_completed within 1d after send)
+}
+"#;
+    let model = model(&[("cart", CART), ("big_order", BIG_ORDER)]);
+    let order = |id: &str, customer: &str, total: f64| {
+        let at = t(18, 10, 30);
+        let properties = [
+            ("order_id", Value::text(id)),
+            ("total", Value::Number(total)),
+        ];
+        track(id, customer, at, "order_completed", &properties)
+    };
+    let opted_in = [("email_opt_in", Value::Bool(true))];
+    let records = vec![
+        identify("i1", "ada", t(18, 9, 0), &opted_in),
+        identify("i2", "bea", t(18, 9, 0), &opted_in),
+        added("a1", "ada", t(18, 10, 0), 25.0),
+        added("a2", "bea", t(18, 10, 0), 25.0),
+        order("o1", "ada", 80.0),
+        order("o2", "bea", 20.0),
+    ];
+    let mut fates: Vec<(String, String, Option<Fate>)> =
+        run(&model, records.into_iter(), None, t(19, 0, 0))
+            .entries
+            .into_iter()
+            .map(|e| (e.moment.to_string(), e.customer_id.to_string(), e.fate))
+            .collect();
+    fates.sort();
+    // Both orders cancel the cart; only Ada's, of 50 or more, cancels the big order's.
+    let fate =
+        |moment: &str, customer: &str, fate| (moment.to_string(), customer.to_string(), Some(fate));
+    assert_eq!(
+        fates,
+        [
+            fate("big_order", "ada", Fate::Cancelled),
+            fate("big_order", "bea", Fate::Sent),
+            fate("cart", "ada", Fate::Cancelled),
+            fate("cart", "bea", Fate::Cancelled),
+        ]
+    );
+}
+
 #[test]
 fn a_cheap_item_does_not_enter_and_an_unsubscribe_before_the_send_blocks_it() {
     let model = model(&[("cart", CART)]);
