@@ -617,10 +617,14 @@ pub fn partition(customer_id: &str, parts: usize) -> usize {
 }
 
 /// Records handed to an engine thread at once, and batches it may have waiting: enough
-/// that an engine busy for a while (writing a run of a backtest's files) does not stop the
-/// records of the others.
+/// that an engine busy for a while (writing a run of a backtest's files, or given less of
+/// the processor by the system for a while) does not stop the records of the others. The
+/// dispatcher waits for the engine furthest behind, and the others then wait for it: with
+/// 32 batches, engines waited for records about 1.5 s in all over a 10 s backtest, and the
+/// processors were idle 4-8% of it; with 128, half that (2-4% less time), for about 100 MB
+/// more at peak.
 const RECORD_BATCH: usize = 1024;
-const RECORD_BATCHES_AHEAD: usize = 32;
+const RECORD_BATCHES_AHEAD: usize = 128;
 
 /// [`run_into`] split between engines on threads of their own, one per sink: each decides
 /// for the customers [`partition`] gives it. A customer's records go to their engine only;
