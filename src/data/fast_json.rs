@@ -4,8 +4,10 @@
 //! as [`TypedSeed`] does, with nothing in between: no JSON tree, no list of typed fields,
 //! properties written into their slots as they are read.
 //!
-//! A list or an object inside the line (a list of products, a `context`) is read by
-//! serde_json itself from its own slice of the line, with the same seed.
+//! A list or record of a declared type (an order's products) is read here too, its texts
+//! shared as [`TypedSeed`] shares them; one with an escape or a `null` item, and any other
+//! object or list inside the line (a `context`), is read by serde_json itself from its own
+//! slice of the line, with the same seed.
 //!
 //! Anything else gives `None`, and the line is read again the long way (serde_json and
 //! [`super::slow_record`]), which also words the rejects: a string with an escape or a
@@ -23,8 +25,8 @@ use chrono::{DateTime, Utc};
 use smol_str::{format_smolstr, ToSmolStr};
 
 use super::{
-    find_field, from_text_scalar, integral, named_traits, parse_timestamp, CTy, Compiled,
-    EventSpec, FieldSpec, Kind, TextCache, TypedSeed,
+    check_record, find_field, from_text_scalar, integral, named_traits, parse_timestamp, CTy,
+    Compiled, EventSpec, FieldSpec, Kind, TextCache, TypedSeed,
 };
 use crate::value::{Id, Origin, Properties, Record, RecordKind, Value};
 
@@ -564,6 +566,18 @@ impl<'a> Parser<'a> {
                 Some(Value::Null)
             }
             b'{' | b'[' => {
+                // The usual list or record here; anything else (an escape in a text, a
+                // `null` item, a reject) the long way, from the same place.
+                let start = self.at;
+                let usual = match ty.kind {
+                    Kind::List(_) => self.list(ty, texts),
+                    Kind::Record(_) => self.record(ty, texts),
+                    _ => None,
+                };
+                if usual.is_some() {
+                    return usual;
+                }
+                self.at = start;
                 let seed = TypedSeed {
                     ty,
                     null_ok: true,
@@ -573,6 +587,79 @@ impl<'a> Parser<'a> {
                 self.nested(seed)?.ok()
             }
             _ => None,
+        }
+    }
+
+    /// A list of the type `ty` declares (an order's products), read here rather than
+    /// through serde_json as [`TypedSeed`] reads it: the same values, texts shared through
+    /// `texts`. `None` for anything else (a `null` item, an escape), which `typed` then
+    /// reads the long way.
+    fn list(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
+        let Kind::List(element) = &ty.kind else {
+            return None;
+        };
+        self.eat(b'[')?;
+        self.ws();
+        let mut items = Vec::new();
+        if self.eat(b']').is_none() {
+            loop {
+                self.ws();
+                if self.peek()? == b'n' {
+                    return None;
+                }
+                items.push(self.inner(element, texts)?);
+                self.ws();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        Some(Value::List(items.into()))
+    }
+
+    /// A record of the type `ty` declares, as [`TypedSeed`] reads it: undeclared fields
+    /// left out, `null` ones absent; `None` when a required one is missing.
+    fn record(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
+        let Kind::Record(fields) = &ty.kind else {
+            return None;
+        };
+        self.eat(b'{')?;
+        self.ws();
+        let mut out = std::collections::BTreeMap::new();
+        if self.eat(b'}').is_none() {
+            loop {
+                let key = self.key()?;
+                match fields.binary_search_by(|f| (*f.0).cmp(key)) {
+                    Ok(i) => {
+                        let (name, ty) = fields.get(i)?;
+                        let value = self.inner(ty, texts)?;
+                        if !value.is_null() {
+                            out.insert(name.clone(), value);
+                        }
+                    }
+                    Err(_) => {
+                        self.value(IgnoredAny, PhantomData::<IgnoredAny>)?;
+                    }
+                }
+                if !self.more()? {
+                    break;
+                }
+            }
+        }
+        check_record(&out, fields).ok()?;
+        Some(Value::Record(std::sync::Arc::new(out)))
+    }
+
+    /// A value inside a list or record: a text shared through `texts`.
+    fn inner(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
+        match (self.peek()?, &ty.kind) {
+            (b'"', Kind::Text | Kind::Any) => self.string().map(|s| texts.get(s)),
+            _ => self.typed(ty, texts),
         }
     }
 
@@ -763,6 +850,11 @@ mod tests {
             track(r#","context":{"ip":"1.2.3.4","library":{"name":"x \"y\" [z]"}},"properties":{"product_id":"p1","price":1}"#),
             track(r#","properties":{"product_id":"p1","price":1,"extra":[1,{"a":"}"}]}"#),
             order(r#"[{"product_id":"p1","name":"RECORD FRAME 7\" SINGLE","quantity":2,"price":1.25},{"product_id":"p2","quantity":1,"price":8}]"#),
+            order(r#"[{"product_id":"p1","name":"Marble Wall Clock","quantity":2,"price":1.25}]"#),
+            order(r#"[ { "price" : 2 , "quantity" : 1 , "product_id" : "p1" } , {"product_id":"p1","quantity":1,"price":2} ]"#),
+            order(r#"[{"product_id":"p1","name":null,"quantity":1,"price":2,"colour":{"a":[1]}}]"#),
+            order(r#"[{"product_id":7,"quantity":1.0,"price":2,"price":3}]"#),
+            order("[]"),
         ];
         let left = [
             // Rejects, worded the long way.
@@ -773,6 +865,11 @@ mod tests {
             track(r#","properties":{"product_id":["p1"],"price":1}"#),
             track(r#","properties":[]"#),
             order(r#"[{"product_id":"p1","quantity":"two","price":1.25}]"#),
+            order(r#"[{"product_id":"p1","price":1.25}]"#),
+            order(r#"[null]"#),
+            order("null"),
+            order(r#"[{"product_id":"p1","quantity":1,"price":1.25},]"#),
+            order(r#"{"product_id":"p1","quantity":1,"price":1.25}"#),
             r#"{"type":["track"],"userId":{"id":1},"timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
             r#"{"type":"track","event":"Product Added","timestamp":"2026-11-20T10:00:00Z","properties":{"product_id":"p1","price":1}}"#.to_string(),
             r#"{"type":"identify","timestamp":"2026-11-20T10:00:00Z"}"#.to_string(),
