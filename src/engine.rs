@@ -16,7 +16,7 @@
 //! Nothing after `now` is decided: such entries come back pending.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -290,16 +290,10 @@ impl Layout {
 
 /// What the engine does with one kind of event.
 struct Route {
-    /// Kept in the customer's own history: its place there (`Layout::own`), and for how
-    /// long (`None`: for ever, as while tracing).
-    own: Option<(usize, Option<Keep>)>,
-    /// Kept in the shop's history for `across customers`: its place there
-    /// (`Layout::shop`), and for how long.
-    shop: Option<(usize, Option<Keep>)>,
-    /// Kept with its properties, in the customer's history and in the shop's: false
-    /// where nothing reads them (only `unless E within …`, which reads instants), so
-    /// that an order kept there does not hold its list of products.
-    kept_whole: (bool, bool),
+    /// Kept in the customer's own history.
+    own: Option<Filing>,
+    /// Kept in the shop's history for `across customers`.
+    shop: Option<Filing>,
     /// Some moment's gate (its bit in `Customer::gates`): the customers who have had one
     /// are remembered.
     gate: Option<u64>,
@@ -311,6 +305,18 @@ struct Route {
     own_keyed: Vec<usize>,
     /// The moments `on` it, in order.
     moments: Vec<usize>,
+}
+
+/// Where and how an event joins a history.
+#[derive(Debug, Clone, Copy)]
+struct Filing {
+    /// Its place among the histories (`Layout::own` or `Layout::shop`).
+    place: usize,
+    /// For how long (`None`: for ever, as while tracing).
+    keep: Option<Keep>,
+    /// With its properties: false where nothing reads them (only `unless E within …`,
+    /// which reads instants), so that an order kept there does not hold its products.
+    whole: bool,
 }
 
 impl MomentPlan {
@@ -885,12 +891,10 @@ struct Engine<'m> {
     tracer: Option<Tracer>,
     /// The zone of a new customer (from the traits' defaults).
     default_zone_of_new: Tz,
-    /// How long events are kept, by (event, across customers); an event no expression
-    /// reads is not kept at all. `None` while tracing: `explain` shows whole histories.
-    keep: Option<HashMap<(Arc<str>, bool), Keep>>,
-    /// The events, by (event, across customers), whose kept copies some expression
-    /// reads the properties of (all of them while tracing).
-    properties_read: HashSet<(Arc<str>, bool)>,
+    /// How long events are kept, and whether whole, by (event, across customers); an
+    /// event no expression reads is not kept at all. `None` while tracing: `explain`
+    /// shows whole histories.
+    keep: Option<HashMap<(Arc<str>, bool), Kept>>,
     /// What plain aggregates read of each event, kept as a [`Tally`] per customer instead
     /// of the events, by place in `Layout::tally`. Empty while tracing.
     tally_specs: Vec<TallySpec>,
@@ -995,10 +999,8 @@ impl<'m> Engine<'m> {
             } in &unless
             {
                 let keep = Keep::For(delay.saturating_add(25 * 3_600));
-                let slot = reads.keep.entry((event.clone(), false)).or_insert(keep);
-                *slot = slot.max(keep);
+                reads.keep(event, false, keep, condition.is_some());
                 if let Some(c) = condition {
-                    reads.properties.insert((event.clone(), false));
                     reads.add(c);
                 }
             }
@@ -1112,7 +1114,6 @@ impl<'m> Engine<'m> {
             .collect();
         let Reads {
             keep,
-            properties: properties_read,
             mut tally_specs,
             keyed: mut keyed_specs,
             mut own_keyed,
@@ -1198,7 +1199,6 @@ impl<'m> Engine<'m> {
             tracer: None,
             default_zone_of_new: chrono_tz::UTC,
             keep,
-            properties_read,
             tally_specs,
             own_keyed,
             keyed: keyed_specs
@@ -1517,14 +1517,14 @@ impl<'m> Engine<'m> {
                     properties,
                 };
                 let route = self.route(event);
-                if let Some((place, keep)) = route.shop {
+                if let Some(shop) = route.shop {
                     for &i in &route.shop_keyed {
                         if let Some((spec, index)) = self.keyed.get_mut(i) {
-                            index.add(spec, &rec, keep);
+                            index.add(spec, &rec, shop.keep);
                         }
                     }
-                    if let Some(history) = self.shop_history.get_mut(place) {
-                        keep_appending(history, rec.kept(route.kept_whole.1), keep);
+                    if let Some(history) = self.shop_history.get_mut(shop.place) {
+                        keep_appending(history, rec.kept(shop.whole), shop.keep);
                     }
                 }
                 match &rec.customer {
@@ -1543,11 +1543,11 @@ impl<'m> Engine<'m> {
                         if let Some(customer) = customers.get_mut(who) {
                             // INVARIANT: events no expression reads are not kept (`keep`);
                             // with `keep` off (tracing) everything is.
-                            if let Some((place, keep)) = route.own {
+                            if let Some(own) = route.own {
                                 keep_appending(
-                                    grown(&mut customer.history, place),
-                                    rec.kept(route.kept_whole.0),
-                                    keep,
+                                    grown(&mut customer.history, own.place),
+                                    rec.kept(own.whole),
+                                    own.keep,
                                 );
                             }
                             if let Some(bit) = route.gate {
@@ -1608,22 +1608,29 @@ impl<'m> Engine<'m> {
         if let Some(route) = self.routes.get(&at) {
             return route.clone();
         }
-        let kept = |across: bool| {
-            self.keep
-                .as_ref()
-                .map(|k| k.get(&(Arc::from(event), across)).copied())
-        };
-        let whole = |across: bool| {
-            self.keep.is_none() || self.properties_read.contains(&(Arc::from(event), across))
-        };
         let slot = self.events.position(event);
         let place = |places: &[Option<usize>]| slot.and_then(|s| places.get(s).copied().flatten());
+        let filing = |place: usize, across: bool| match &self.keep {
+            // Tracing: everything, whole, for ever.
+            None => Filing {
+                place,
+                keep: None,
+                whole: true,
+            },
+            Some(k) => {
+                let kept = k.get(&(Arc::from(event), across));
+                Filing {
+                    place,
+                    keep: kept.map(|k| k.keep),
+                    whole: kept.is_some_and(|k| k.whole),
+                }
+            }
+        };
         let route = Rc::new(Route {
             // INVARIANT: `Layout::own` has a place for the events `keep` keeps (all of
             // them with `keep` off), and `Layout::shop` for those of `across_events`.
-            own: place(&self.layout.own).map(|p| (p, kept(false).flatten())),
-            shop: place(&self.layout.shop).map(|p| (p, kept(true).flatten())),
-            kept_whole: (whole(false), whole(true)),
+            own: place(&self.layout.own).map(|p| filing(p, false)),
+            shop: place(&self.layout.shop).map(|p| filing(p, true)),
             gate: self.gated.get(event).map(|(bit, _)| *bit),
             tally: place(&self.layout.tally),
             shop_keyed: (0..self.keyed.len())
@@ -2488,8 +2495,9 @@ impl Keep {
 /// kind of event is kept, what is tallied, what is indexed by key, what the shop keeps.
 #[derive(Default)]
 struct Reads {
-    /// (event, across customers) → how far back events are read.
-    keep: HashMap<(Arc<str>, bool), Keep>,
+    /// (event, across customers) → how far back events are read, and whether more than
+    /// their instants.
+    keep: HashMap<(Arc<str>, bool), Kept>,
     /// The plain aggregates' tallies, by event.
     tally_specs: FxMap<Arc<str>, TallySpec>,
     /// The shop's indexes by key (`across customers`).
@@ -2498,12 +2506,29 @@ struct Reads {
     own_keyed: Vec<(eval::KeyedSpec, Option<Keep>)>,
     /// The events some aggregate reads `across customers`.
     across: Vec<Arc<str>>,
-    /// The events whose kept copies are read beyond their instants: by an aggregate
-    /// (a condition or a field) or an `unless … where`.
-    properties: HashSet<(Arc<str>, bool)>,
+}
+
+/// How the events of one kind are kept in a history.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    keep: Keep,
+    /// With their properties: something reads more of them than their instants (an
+    /// aggregate's condition or field, an `unless … where`).
+    whole: bool,
 }
 
 impl Reads {
+    /// `event`'s kept events are read back over `keep`, and beyond their instants when
+    /// `whole`.
+    fn keep(&mut self, event: &Arc<str>, across_customers: bool, keep: Keep, whole: bool) {
+        let kept = self
+            .keep
+            .entry((event.clone(), across_customers))
+            .or_insert(Kept { keep, whole });
+        kept.keep = kept.keep.max(keep);
+        kept.whole |= whole;
+    }
+
     /// What each aggregate of `expr` reads: an index by key when its condition has the
     /// shape for one, a tally for a plain one, else the events themselves.
     fn add(&mut self, expr: &CExpr) {
@@ -2530,13 +2555,7 @@ impl Reads {
                 spec.add_read(a);
                 return;
             }
-            let slot = self
-                .keep
-                .entry((a.event.clone(), a.across_customers))
-                .or_insert(keep);
-            *slot = slot.max(keep);
-            self.properties
-                .insert((a.event.clone(), a.across_customers));
+            self.keep(&a.event, a.across_customers, keep, true);
         });
     }
 }

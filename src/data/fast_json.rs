@@ -18,6 +18,7 @@
 //! record whichever path reads it; debug builds check that on every line.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, IgnoredAny, Visitor};
 
@@ -569,9 +570,9 @@ impl<'a> Parser<'a> {
                 // The usual list or record here; anything else (an escape in a text, a
                 // `null` item, a reject) the long way, from the same place.
                 let start = self.at;
-                let usual = match ty.kind {
-                    Kind::List(_) => self.list(ty, texts),
-                    Kind::Record(_) => self.record(ty, texts),
+                let usual = match (&ty.kind, self.peek()?) {
+                    (Kind::List(element), b'[') => self.list(element, texts),
+                    (Kind::Record(fields), b'{') => self.record(fields, texts),
                     _ => None,
                 };
                 if usual.is_some() {
@@ -590,14 +591,11 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A list of the type `ty` declares (an order's products), read here rather than
-    /// through serde_json as [`TypedSeed`] reads it: the same values, texts shared through
+    /// A list of `element`s (an order's products), read here rather than through
+    /// serde_json as [`TypedSeed`] reads it: the same values, texts shared through
     /// `texts`. `None` for anything else (a `null` item, an escape), which `typed` then
     /// reads the long way.
-    fn list(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
-        let Kind::List(element) = &ty.kind else {
-            return None;
-        };
+    fn list(&mut self, element: &CTy, texts: &mut TextCache) -> Option<Value> {
         self.eat(b'[')?;
         self.ws();
         let mut items = Vec::new();
@@ -622,12 +620,9 @@ impl<'a> Parser<'a> {
         Some(Value::List(items.into()))
     }
 
-    /// A record of the type `ty` declares, as [`TypedSeed`] reads it: undeclared fields
+    /// A record of the declared `fields`, as [`TypedSeed`] reads it: undeclared fields
     /// left out, `null` ones absent; `None` when a required one is missing.
-    fn record(&mut self, ty: &CTy, texts: &mut TextCache) -> Option<Value> {
-        let Kind::Record(fields) = &ty.kind else {
-            return None;
-        };
+    fn record(&mut self, fields: &[(Arc<str>, CTy)], texts: &mut TextCache) -> Option<Value> {
         self.eat(b'{')?;
         self.ws();
         let mut out = std::collections::BTreeMap::new();
@@ -652,7 +647,7 @@ impl<'a> Parser<'a> {
             }
         }
         check_record(&out, fields).ok()?;
-        Some(Value::Record(std::sync::Arc::new(out)))
+        Some(Value::Record(Arc::new(out)))
     }
 
     /// A value inside a list or record: a text shared through `texts`.
